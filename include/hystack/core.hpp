@@ -1,0 +1,11 @@
+#pragma once
+/// hystack core: errors, views and buffers, executors (thread pool), SIMD wrapper, elementwise math, bf16.
+#ifndef HYSTACK_MODULE
+#define HYSTACK_MODULE
+#endif
+#include "core/error.hpp"
+#include "core/view.hpp"
+#include "core/executor.hpp"
+#include "core/simd.hpp"
+#include "core/math.hpp"
+#include "core/bf16.hpp"

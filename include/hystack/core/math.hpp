@@ -1,0 +1,151 @@
+#pragma once
+#include "module.hpp"
+
+// Elementwise math used by every kernel: exp, sigmoid, silu, softplus. Each exists for a float,
+// for a SIMD batch (templated on Arch) and over arrays; the scalar and batch versions run the same
+// algorithm, so a kernel's loop tail matches its vector body.
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <span>
+
+#include "error.hpp"
+#include "simd.hpp"
+
+namespace hystack::math {
+
+namespace detail {
+// exp(x) = 2^n * exp(r), n = round(x / ln2), r = x - n ln2 (ln2 split hi/lo, Cody-Waite), |r| <= ln2/2;
+// exp(r) = 1 + r + r^2 P(r) with Cephes' degree-5 P. 2^n is applied as two factors 2^(n/2) * 2^(n - n/2)
+// so results stay exact through the denormal range and up to x = 88.72 (n = 128).
+inline constexpr float log2e = 1.44269504088896341f;
+inline constexpr float ln2_hi = 0.693359375f;
+inline constexpr float ln2_lo = -2.12194440e-4f;
+inline constexpr float p0 = 1.9875691500e-4f, p1 = 1.3981999507e-3f, p2 = 8.3334519073e-3f, p3 = 4.1665795894e-2f,
+                       p4 = 1.6666665459e-1f, p5 = 5.0000001201e-1f;
+inline constexpr float exp_hi = 88.72283935546875f;  // above: +inf
+inline constexpr float exp_lo = -103.972084045410f;  // below: 0
+inline constexpr float softplus_threshold = 20.0f;   // above: softplus(x) = x (as PyTorch)
+
+inline float pow2i(std::int32_t n) {
+    const std::int32_t bits = (n + 127) << 23;
+    float f;
+    std::memcpy(&f, &bits, 4);
+    return f;
+}
+}  // namespace detail
+
+/// exp(x) for one float; max relative error ~1.5e-7 on [-87, 88]; exp(+inf) = inf, exp(-inf) = 0, NaN -> NaN.
+inline float exp(float x) {
+    using namespace detail;
+    if (!(x < exp_hi)) return x != x ? x : std::numeric_limits<float>::infinity();
+    if (x < exp_lo) return 0.0f;
+    const float n = std::nearbyint(x * log2e);
+    float r = std::fma(-n, ln2_hi, x);
+    r = std::fma(-n, ln2_lo, r);
+    float p = p0;
+    p = std::fma(p, r, p1);
+    p = std::fma(p, r, p2);
+    p = std::fma(p, r, p3);
+    p = std::fma(p, r, p4);
+    p = std::fma(p, r, p5);
+    p = std::fma(p, r * r, r + 1.0f);
+    const std::int32_t ni = std::int32_t(n), n1 = ni >> 1, n2 = ni - n1;
+    return p * pow2i(n1) * pow2i(n2);
+}
+
+/// sigmoid(x) = 1 / (1 + exp(-x))
+inline float sigmoid(float x) { return 1.0f / (1.0f + exp(-x)); }
+/// silu(x) = x * sigmoid(x)
+inline float silu(float x) { return x == -std::numeric_limits<float>::infinity() ? 0.0f : x / (1.0f + exp(-x)); }
+/// softplus(x) = log(1 + exp(x)), = x for x > 20 (PyTorch's threshold), computed as max(x,0) + log1p(exp(-|x|)).
+inline float softplus(float x) {
+    if (x > detail::softplus_threshold) return x;
+    if (x != x) return x;
+    return std::fmax(x, 0.0f) + std::log1p(exp(-std::fabs(x)));
+}
+
+#if !defined(XSIMD_NO_SUPPORTED_ARCHITECTURE)
+/// exp over a batch: the same algorithm as exp(float).
+template <class Arch>
+inline simd::batch<Arch> exp(const simd::batch<Arch>& x) {
+    using namespace detail;
+    using B = simd::batch<Arch>;
+    const B xc = xsimd::min(xsimd::max(x, B(exp_lo)), B(exp_hi));  // NaN handled by the select below
+    const B n = simd::round<Arch>(xc * B(log2e));
+    B r = simd::fma<Arch>(-n, B(ln2_hi), xc);
+    r = simd::fma<Arch>(-n, B(ln2_lo), r);
+    B p(p0);
+    p = simd::fma<Arch>(p, r, B(p1));
+    p = simd::fma<Arch>(p, r, B(p2));
+    p = simd::fma<Arch>(p, r, B(p3));
+    p = simd::fma<Arch>(p, r, B(p4));
+    p = simd::fma<Arch>(p, r, B(p5));
+    p = simd::fma<Arch>(p, r * r, r + B(1.0f));
+    const auto ni = simd::to_int<Arch>(n);
+    const auto n1 = ni >> 1;
+    const auto n2 = ni - n1;
+    const simd::ibatch<Arch> bias(127);
+    B y = p * simd::as_float<Arch>((n1 + bias) << 23) * simd::as_float<Arch>((n2 + bias) << 23);
+    y = xsimd::select(x < B(exp_lo), B(0.0f), y);
+    y = xsimd::select(x >= B(exp_hi), B(std::numeric_limits<float>::infinity()), y);
+    return xsimd::select(xsimd::isnan(x), x, y);
+}
+template <class Arch>
+inline simd::batch<Arch> sigmoid(const simd::batch<Arch>& x) {
+    using B = simd::batch<Arch>;
+    return B(1.0f) / (B(1.0f) + exp<Arch>(-x));
+}
+template <class Arch>
+inline simd::batch<Arch> silu(const simd::batch<Arch>& x) {
+    using B = simd::batch<Arch>;
+    // -inf / (1 + inf) would be NaN; silu(-inf) = 0.
+    return xsimd::select(x == B(-std::numeric_limits<float>::infinity()), B(0.0f), x / (B(1.0f) + exp<Arch>(-x)));
+}
+template <class Arch>
+inline simd::batch<Arch> softplus(const simd::batch<Arch>& x) {
+    using B = simd::batch<Arch>;
+    const B y = xsimd::max(x, B(0.0f)) + xsimd::log1p(exp<Arch>(-xsimd::abs(x)));
+    return xsimd::select(x > B(detail::softplus_threshold) || xsimd::isnan(x), x, y);
+}
+#endif
+
+namespace detail {
+// Applies a batch op over the array body and the scalar op over the tail (in == out is allowed).
+template <class Arch, class VecOp, class ScalarOp>
+inline void apply(std::span<const float> in, std::span<float> out, const char* what, VecOp vop, ScalarOp sop) {
+    hystack::check(in.size() == out.size(), what, ": expected output of size [", in.size(), "], got [", out.size(), "]");
+    std::size_t i = 0;
+    const std::size_t n = in.size();
+#if !defined(XSIMD_NO_SUPPORTED_ARCHITECTURE)
+    constexpr std::size_t W = simd::width<Arch>;
+    for (; i + W <= n; i += W) simd::store<Arch>(out.data() + i, vop(simd::load<Arch>(in.data() + i)));
+#endif
+    for (; i < n; ++i) out[i] = sop(in[i]);
+}
+}  // namespace detail
+
+/// y[i] = exp(x[i]); x and y may alias. Throws hystack::error when sizes differ.
+template <class Arch = simd::default_arch>
+inline void exp(std::span<const float> x, std::span<float> y) {
+    detail::apply<Arch>(x, y, "exp", [](auto v) { return exp<Arch>(v); }, [](float v) { return exp(v); });
+}
+/// y[i] = sigmoid(x[i]); x and y may alias.
+template <class Arch = simd::default_arch>
+inline void sigmoid(std::span<const float> x, std::span<float> y) {
+    detail::apply<Arch>(x, y, "sigmoid", [](auto v) { return sigmoid<Arch>(v); }, [](float v) { return sigmoid(v); });
+}
+/// y[i] = silu(x[i]); x and y may alias.
+template <class Arch = simd::default_arch>
+inline void silu(std::span<const float> x, std::span<float> y) {
+    detail::apply<Arch>(x, y, "silu", [](auto v) { return silu<Arch>(v); }, [](float v) { return silu(v); });
+}
+/// y[i] = softplus(x[i]); x and y may alias.
+template <class Arch = simd::default_arch>
+inline void softplus(std::span<const float> x, std::span<float> y) {
+    detail::apply<Arch>(x, y, "softplus", [](auto v) { return softplus<Arch>(v); }, [](float v) { return softplus(v); });
+}
+
+}  // namespace hystack::math

@@ -1,0 +1,112 @@
+#pragma once
+#include "module.hpp"
+
+// The one place that talks to xsimd. Everything SIMD in hystack is templated on an `Arch`
+// (default: simd::default_arch, what the compiler flags allow) and goes through these wrappers;
+// every xsimd version branch (8.1 on Debian 12 ... 14) lives here and nowhere else.
+
+#include <xsimd/xsimd.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+namespace hystack::simd {
+
+#if defined(XSIMD_NO_SUPPORTED_ARCHITECTURE)
+inline constexpr bool enabled = false;
+struct default_arch {};
+#else
+inline constexpr bool enabled = true;
+using default_arch = xsimd::default_arch;
+#endif
+
+#if !defined(XSIMD_NO_SUPPORTED_ARCHITECTURE)
+template <class Arch = default_arch>
+using batch = xsimd::batch<float, Arch>;
+template <class Arch = default_arch>
+using ibatch = xsimd::batch<std::int32_t, Arch>;
+
+/// Lanes of a float batch on Arch.
+template <class Arch = default_arch>
+inline constexpr std::size_t width = batch<Arch>::size;
+
+template <class Arch>
+inline batch<Arch> load(const float* p) { return batch<Arch>::load_unaligned(p); }
+template <class Arch>
+inline void store(float* p, const batch<Arch>& v) { v.store_unaligned(p); }
+template <class Arch>
+inline batch<Arch> load_aligned(const float* p) { return batch<Arch>::load_aligned(p); }
+template <class Arch>
+inline batch<Arch> splat(float v) { return batch<Arch>(v); }
+
+/// Horizontal sum (xsimd < 9: hadd; >= 9: reduce_add).
+template <class Arch>
+inline float reduce_add(const batch<Arch>& v) {
+#if XSIMD_VERSION_MAJOR < 9
+    return xsimd::hadd(v);
+#else
+    return xsimd::reduce_add(v);
+#endif
+}
+template <class Arch>
+inline float reduce_max(const batch<Arch>& v) {
+#if XSIMD_VERSION_MAJOR < 9
+    alignas(64) float tmp[batch<Arch>::size];
+    v.store_unaligned(tmp);
+    float m = tmp[0];
+    for (std::size_t i = 1; i < batch<Arch>::size; ++i) m = tmp[i] > m ? tmp[i] : m;
+    return m;
+#else
+    return xsimd::reduce_max(v);
+#endif
+}
+
+/// Reinterprets float lanes as int32 lanes and back (bitwise_cast's API changed in xsimd 11).
+template <class Arch>
+inline ibatch<Arch> as_int(const batch<Arch>& v) {
+#if XSIMD_VERSION_MAJOR < 11
+    return xsimd::bitwise_cast<ibatch<Arch>>(v);
+#else
+    return xsimd::bitwise_cast<std::int32_t>(v);
+#endif
+}
+template <class Arch>
+inline batch<Arch> as_float(const ibatch<Arch>& v) {
+#if XSIMD_VERSION_MAJOR < 11
+    return xsimd::bitwise_cast<batch<Arch>>(v);
+#else
+    return xsimd::bitwise_cast<float>(v);
+#endif
+}
+/// Value conversions (round-to-nearest for float -> int is not implied: truncates).
+template <class Arch>
+inline ibatch<Arch> to_int(const batch<Arch>& v) { return xsimd::batch_cast<std::int32_t>(v); }
+template <class Arch>
+inline batch<Arch> to_float(const ibatch<Arch>& v) { return xsimd::batch_cast<float>(v); }
+
+/// Converts a float-lane mask to an int32-lane mask (bool_cast became batch_bool_cast in xsimd 9).
+template <class Arch>
+inline xsimd::batch_bool<std::int32_t, Arch> mask_to_int(const xsimd::batch_bool<float, Arch>& m) {
+#if XSIMD_VERSION_MAJOR < 9
+    return xsimd::bool_cast(m);
+#else
+    return xsimd::batch_bool_cast<std::int32_t>(m);
+#endif
+}
+
+template <class Arch>
+inline batch<Arch> fma(const batch<Arch>& a, const batch<Arch>& b, const batch<Arch>& c) { return xsimd::fma(a, b, c); }
+template <class Arch>
+inline batch<Arch> round(const batch<Arch>& v) { return xsimd::nearbyint(v); }
+
+/// A mask with the first n (< width) lanes set, for loop tails.
+template <class Arch>
+inline xsimd::batch_bool<float, Arch> first_n(std::size_t n) {
+    alignas(64) float idx[batch<Arch>::size];
+    for (std::size_t i = 0; i < batch<Arch>::size; ++i) idx[i] = float(i);
+    return batch<Arch>::load_unaligned(idx) < batch<Arch>(float(n));
+}
+#endif
+
+}  // namespace hystack::simd

@@ -1,0 +1,7 @@
+#pragma once
+/// hystack io module: safetensors reading/writing and HuggingFace Jamba checkpoints.
+/// Needs nlohmann_json: link hystack::io (not only hystack::hystack).
+#ifndef HYSTACK_MODULE
+#define HYSTACK_MODULE
+#endif
+#include "core.hpp"

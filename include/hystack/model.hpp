@@ -1,0 +1,7 @@
+#pragma once
+/// hystack model module.
+#ifndef HYSTACK_MODULE
+#define HYSTACK_MODULE
+#endif
+#include "core.hpp"
+#include "stack.hpp"

@@ -1,0 +1,26 @@
+# cmake -DMODE=package|subdir|fetch -DHYSTACK_SOURCE=... -DHYSTACK_BUILD=... -DWORK=... -P run_consumer.cmake
+file(REMOVE_RECURSE ${WORK})
+file(MAKE_DIRECTORY ${WORK})
+set(args -DHYSTACK_CONSUMER_MODE=${MODE} -DHYSTACK_SOURCE=${HYSTACK_SOURCE} -DCMAKE_BUILD_TYPE=Release
+         -DCMAKE_CXX_COMPILER=${CXX})
+if(MODE STREQUAL "package")
+  execute_process(COMMAND ${CMAKE_COMMAND} --install ${HYSTACK_BUILD} --prefix ${WORK}/prefix
+                  RESULT_VARIABLE rc OUTPUT_QUIET)
+  if(rc)
+    message(FATAL_ERROR "install of hystack into ${WORK}/prefix failed (${rc})")
+  endif()
+  list(APPEND args -DCMAKE_PREFIX_PATH=${WORK}/prefix)
+endif()
+execute_process(COMMAND ${CMAKE_COMMAND} -S ${CMAKE_CURRENT_LIST_DIR}/project -B ${WORK}/build -G ${GENERATOR} ${args}
+                RESULT_VARIABLE rc)
+if(rc)
+  message(FATAL_ERROR "consumer (${MODE}): configure failed (${rc})")
+endif()
+execute_process(COMMAND ${CMAKE_COMMAND} --build ${WORK}/build RESULT_VARIABLE rc)
+if(rc)
+  message(FATAL_ERROR "consumer (${MODE}): build failed (${rc})")
+endif()
+execute_process(COMMAND ${WORK}/build/consumer RESULT_VARIABLE rc)
+if(rc)
+  message(FATAL_ERROR "consumer (${MODE}): run failed (${rc})")
+endif()

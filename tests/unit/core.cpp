@@ -1,0 +1,214 @@
+// Core: errors, views, buffers, executors, SIMD math accuracy, bf16.
+#include <hystack/core.hpp>
+
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <numeric>
+#include <vector>
+
+#include "catch.hpp"
+
+using namespace hystack;
+
+TEST_CASE("errors name the argument, the expected and the given shape", "[core]") {
+    try {
+        check_shape("q", 7, 256, any, 512);
+        FAIL("no throw");
+    } catch (const error& e) {
+        CHECK(std::string(e.what()) == "q: expected [*, 512], got [7, 256]");
+    }
+    CHECK_THROWS_AS(check_size("bias", 3, 4), error);
+    CHECK_NOTHROW(check_size("bias", 4, 4));
+    CHECK_THROWS_WITH(check(false, "x: expected ", 3, ", got ", 4), "x: expected 3, got 4");
+    CHECK(std::is_base_of_v<std::runtime_error, error>);
+}
+
+TEST_CASE("views slice rows and columns without copying; buffers are aligned", "[core]") {
+    Matrix<float> m(4, 6);
+    for (std::size_t r = 0; r < 4; ++r)
+        for (std::size_t c = 0; c < 6; ++c) m(r, c) = float(r * 10 + c);
+    MatrixView<float> v = m.view();
+    auto s = v.rows_slice(1, 2).cols_slice(2, 3);
+    CHECK(s.rows == 2);
+    CHECK(s.cols == 3);
+    CHECK(s(1, 2) == 24.0f);
+    CHECK(s.eigen()(0, 0) == 12.0f);
+    MatrixView<const float> cv = s;  // to const
+    CHECK(cv(0, 1) == 13.0f);
+    CHECK(reinterpret_cast<std::uintptr_t>(m.data()) % 64 == 0);
+    Buffer<float> b(17);
+    CHECK(reinterpret_cast<std::uintptr_t>(b.data()) % 64 == 0);
+    CHECK(std::all_of(b.begin(), b.end(), [](float x) { return x == 0.0f; }));
+    b[3] = 5;
+    Buffer<float> c = b;  // deep copy
+    c[3] = 6;
+    CHECK(b[3] == 5.0f);
+    Buffer<float> empty(0);
+    CHECK(empty.data() == nullptr);
+    CHECK(empty.empty());
+}
+
+template <class Exec>
+static std::vector<std::pair<std::size_t, std::size_t>> chunks_of(Exec& ex, std::size_t n, std::size_t grain) {
+    std::vector<std::pair<std::size_t, std::size_t>> seen(64, {0, 0});
+    std::atomic<int> count{0};
+    ex.parallel_for(n, grain, [&](std::size_t b, std::size_t e, std::size_t c) {
+        seen[c] = {b, e};
+        count++;
+    });
+    seen.resize(std::size_t(count.load()));
+    return seen;
+}
+
+TEST_CASE("executors cover [0, n) exactly once with a static split", "[core]") {
+    SerialExecutor serial;
+    ThreadPool pool(3);
+    CHECK(pool.num_threads() == 3);
+    for (std::size_t n : {0u, 1u, 2u, 3u, 7u, 100u, 1001u}) {
+        for (std::size_t grain : {1u, 4u, 1000u}) {
+            std::vector<std::atomic<int>> hits(n);
+            pool.parallel_for(n, grain, [&](std::size_t b, std::size_t e) {
+                for (std::size_t i = b; i < e; ++i) hits[i]++;
+            });
+            for (std::size_t i = 0; i < n; ++i) REQUIRE(hits[i] == 1);
+            auto ch = chunks_of(pool, n, grain);
+            CHECK(ch.size() == detail::chunk_count(n, grain, 3));
+            for (auto [b, e] : ch) CHECK((e - b >= grain || ch.size() == 1));
+        }
+    }
+    auto one = chunks_of(serial, 10, 1);
+    REQUIRE(one.size() == 1);
+    CHECK(one[0] == std::pair<std::size_t, std::size_t>{0, 10});
+}
+
+TEST_CASE("thread pool: resizing, nested calls, exceptions, many calls", "[core]") {
+    ThreadPool pool(2);
+    pool.set_num_threads(4);
+    CHECK(pool.num_threads() == 4);
+    pool.set_num_threads(1);
+    CHECK(pool.num_threads() == 1);
+    pool.set_num_threads(2);
+    std::atomic<long> total{0};
+    for (int it = 0; it < 2000; ++it)
+        pool.parallel_for(8, 1, [&](std::size_t b, std::size_t e) {
+            pool.parallel_for(e - b, 1, [&](std::size_t b2, std::size_t e2) { total += long(e2 - b2); });
+        });
+    CHECK(total == 2000 * 8);
+    CHECK_THROWS_AS(pool.parallel_for(4, 1, [](std::size_t b, std::size_t) {
+        if (b != 0) throw error("worker failed");
+    }), error);
+    // Still usable after an exception.
+    std::atomic<int> n{0};
+    pool.parallel_for(4, 1, [&](std::size_t b, std::size_t e) { n += int(e - b); });
+    CHECK(n == 4);
+}
+
+static double rel_err(float got, double want) {
+    if (want == 0) return std::fabs(double(got));
+    return std::fabs(double(got) - want) / std::fabs(want);
+}
+
+TEST_CASE("exp: relative error <= 2e-7 over [-87, 88], scalar and SIMD", "[core]") {
+    std::vector<float> x;
+    for (double v = -87.0; v <= 88.0; v += 0.000731) x.push_back(float(v));
+    x.push_back(-87.0f);
+    x.push_back(88.0f);
+    std::vector<float> y(x.size());
+    math::exp(std::span<const float>(x), std::span<float>(y));
+    double worst = 0, worst_scalar = 0;
+    for (std::size_t i = 0; i < x.size(); ++i) {
+        const double want = std::exp(double(x[i]));
+        worst = std::max(worst, rel_err(y[i], want));
+        worst_scalar = std::max(worst_scalar, rel_err(math::exp(x[i]), want));
+    }
+    INFO("worst simd " << worst << " scalar " << worst_scalar);
+    CHECK(worst <= 2e-7);
+    CHECK(worst_scalar <= 2e-7);
+}
+
+TEST_CASE("exp/sigmoid/silu/softplus edge values: 0, +-inf, NaN, denormals, overflow edges", "[core]") {
+    const float inf = std::numeric_limits<float>::infinity();
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    const float den = std::numeric_limits<float>::denorm_min();
+    std::vector<float> x = {0.0f, -0.0f, inf, -inf, nan, den, -den, 88.72f, 88.73f, 89.0f, -87.5f, -100.0f, -103.0f, -104.0f,
+                            -1000.0f, 1000.0f, 1e-30f, -1e-30f, 20.0f, 20.5f, -20.5f, 50.0f, -50.0f, 1.0f, -1.0f};
+    // Pad past one SIMD width so both the vector body and the scalar tail see every value.
+    const std::size_t base = x.size();
+    for (std::size_t i = 0; i < base; ++i) x.push_back(x[i]);
+    std::vector<float> e(x.size()), sg(x.size()), sl(x.size()), sp(x.size());
+    math::exp(std::span<const float>(x), std::span<float>(e));
+    math::sigmoid(std::span<const float>(x), std::span<float>(sg));
+    math::silu(std::span<const float>(x), std::span<float>(sl));
+    math::softplus(std::span<const float>(x), std::span<float>(sp));
+    // Expected values are rounded to float's range first: what overflows float must be inf.
+    // Results below FLT_MIN may be flushed (abs 1e-38), except exp's, which must be exact denormals.
+    auto close = [](float got, double want, double tol, double abs_tol = 1e-44) {
+        if (std::fabs(want) > double(std::numeric_limits<float>::max()) * (1 + 1e-7)) want = want > 0 ? INFINITY : -INFINITY;
+        if (std::isnan(want)) return std::isnan(got);
+        if (std::isinf(want)) return got == float(want);
+        const double a = std::fabs(double(got) - want);
+        return a <= tol * std::fabs(want) || a <= abs_tol;
+    };
+    for (std::size_t i = 0; i < x.size(); ++i) {
+        const double xd = x[i];
+        INFO("x = " << x[i]);
+        CHECK(close(e[i], std::exp(xd), 2e-7));
+        CHECK(close(math::exp(x[i]), std::exp(xd), 2e-7));
+        CHECK(close(sg[i], 1.0 / (1.0 + std::exp(-xd)), 4e-7, 1e-38));
+        const double silu = std::isinf(xd) ? (xd > 0 ? xd : 0.0) : xd / (1.0 + std::exp(-xd));
+        CHECK(close(sl[i], silu, 4e-7, 1e-38));
+        const double softplus = xd > 20 ? xd : std::log1p(std::exp(xd));
+        CHECK(close(sp[i], softplus, 4e-7));
+        CHECK(close(math::softplus(x[i]), softplus, 4e-7));
+    }
+    CHECK(math::softplus(50.0f) == 50.0f);  // never inf
+    CHECK(math::exp(-inf) == 0.0f);
+    CHECK(std::isinf(math::exp(inf)));
+}
+
+TEST_CASE("math array functions reject mismatched sizes and allow aliasing", "[core]") {
+    std::vector<float> a(10, 1.0f), b(9);
+    CHECK_THROWS_AS(math::exp(std::span<const float>(a), std::span<float>(b)), error);
+    math::silu(std::span<const float>(a), std::span<float>(a));
+    CHECK_THAT(a[9], WithinRel(1.0 / (1.0 + std::exp(-1.0)), 1e-6));
+}
+
+TEST_CASE("bf16: round to nearest even, NaN, inf, exact widening, SIMD arrays match scalar", "[core]") {
+    auto from = [](std::uint32_t u) {
+        float f;
+        std::memcpy(&f, &u, 4);
+        return f;
+    };
+    CHECK(bf16(from(0x3f808000u)).bits == 0x3f80);  // tie, even stays
+    CHECK(bf16(from(0x3f818000u)).bits == 0x3f82);  // tie, odd rounds up
+    CHECK(bf16(from(0x3f808001u)).bits == 0x3f81);  // above tie
+    CHECK(bf16(from(0x3f807fffu)).bits == 0x3f80);  // below tie
+    CHECK(bf16(std::numeric_limits<float>::infinity()).bits == 0x7f80);
+    CHECK(bf16(-std::numeric_limits<float>::infinity()).bits == 0xff80);
+    CHECK(std::isnan(float(bf16(std::numeric_limits<float>::quiet_NaN()))));
+    CHECK(std::isnan(float(bf16(from(0x7f800001u)))));  // signalling NaN stays NaN, not inf
+    CHECK(bf16(from(0x7f7fffffu)).bits == 0x7f80);        // max float rounds to inf
+    CHECK(float(bf16::from_bits(0x4049)) == from(0x40490000u));
+    std::vector<float> xs;
+    for (std::uint32_t u = 0; u < 0xffffffffu - 9973u * 1024u; u += 9973u * 1024u) xs.push_back(from(u));
+    for (std::uint32_t u : {0x3f808000u, 0x3f818000u, 0x7f800001u, 0xffc00000u, 0x7f7fffffu, 0x00000001u}) xs.push_back(from(u));
+    std::vector<bf16> hv(xs.size());
+    narrow(std::span<const float>(xs), std::span<bf16>(hv));
+    std::vector<float> back(xs.size());
+    widen(std::span<const bf16>(hv), std::span<float>(back));
+    for (std::size_t i = 0; i < xs.size(); ++i) {
+        INFO(i);
+        const bf16 s(xs[i]);
+        if (std::isnan(xs[i])) {
+            CHECK(std::isnan(back[i]));
+        } else {
+            CHECK(hv[i].bits == s.bits);
+            const float w = float(s);
+            CHECK(std::memcmp(&back[i], &w, 4) == 0);
+        }
+    }
+    std::vector<bf16> small(3);
+    CHECK_THROWS_AS(narrow(std::span<const float>(xs), std::span<bf16>(small)), error);
+}
