@@ -9,3 +9,5 @@
 #include "core/simd.hpp"
 #include "core/math.hpp"
 #include "core/bf16.hpp"
+#include "core/param.hpp"
+#include "core/bytes.hpp"

@@ -5,3 +5,4 @@
 #define HYSTACK_MODULE
 #endif
 #include "core.hpp"
+#include "io/safetensors.hpp"

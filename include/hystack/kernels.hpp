@@ -5,3 +5,4 @@
 #endif
 #include "core.hpp"
 #include "kernels/linear.hpp"
+#include "kernels/rmsnorm.hpp"

@@ -1,0 +1,31 @@
+#pragma once
+#include "module.hpp"
+
+#include <cstddef>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace hystack {
+
+/// A named parameter of a layer/model: HuggingFace name (relative to its owner, e.g.
+/// "in_proj.weight", or full, e.g. "model.layers.3.mamba.in_proj.weight"), HF shape, and the
+/// owner's storage (row-major, product(shape) floats). Loaders fill `data`; `optional`
+/// parameters (e.g. biases a config may omit) need not be present in a checkpoint.
+struct ParamRef {
+    std::string name;
+    std::vector<std::size_t> shape;
+    std::span<float> data;
+    bool optional = false;
+};
+using ParamList = std::vector<ParamRef>;
+
+/// Prepends `prefix` to each name of `params` and appends them to `out`.
+inline void append_params(ParamList& out, const std::string& prefix, ParamList params) {
+    for (auto& p : params) {
+        p.name = prefix + p.name;
+        out.push_back(std::move(p));
+    }
+}
+
+}  // namespace hystack
