@@ -119,11 +119,13 @@ inline void apply(std::span<const float> in, std::span<float> out, const char* w
     hystack::check(in.size() == out.size(), what, ": expected output of size [", in.size(), "], got [", out.size(), "]");
     std::size_t i = 0;
     const std::size_t n = in.size();
+    const float* src = in.data();  // x [n]
+    float* dst = out.data();       // y [n]
 #if !defined(XSIMD_NO_SUPPORTED_ARCHITECTURE)
     constexpr std::size_t W = simd::width<Arch>;
-    for (; i + W <= n; i += W) simd::store<Arch>(out.data() + i, vop(simd::load<Arch>(in.data() + i)));
+    for (; i + W <= n; i += W) simd::store<Arch>(dst + i, vop(simd::load<Arch>(src + i)));
 #endif
-    for (; i < n; ++i) out[i] = sop(in[i]);
+    for (; i < n; ++i) dst[i] = sop(src[i]);
 }
 }  // namespace detail
 
