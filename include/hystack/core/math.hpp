@@ -73,7 +73,11 @@ template <class Arch>
 inline simd::batch<Arch> exp(const simd::batch<Arch>& x) {
     using namespace detail;
     using B = simd::batch<Arch>;
-    const B xc = xsimd::min(xsimd::max(x, B(exp_lo)), B(exp_hi));  // NaN handled by the select below
+    using I = simd::ibatch<Arch>;
+    // Fast path (all lanes give a normal result, 2^n fits one exponent field): one scale, no selects.
+    // Lanes that underflow to denormals, overflow, or are NaN take the two-factor path below.
+    const bool normal = xsimd::all(x >= B(-87.3f) && x <= B(88.3f));
+    const B xc = normal ? x : xsimd::min(xsimd::max(x, B(exp_lo)), B(exp_hi));
     const B n = simd::round<Arch>(xc * B(log2e));
     B r = simd::fma<Arch>(-n, B(ln2_hi), xc);
     r = simd::fma<Arch>(-n, B(ln2_lo), r);
@@ -84,11 +88,11 @@ inline simd::batch<Arch> exp(const simd::batch<Arch>& x) {
     p = simd::fma<Arch>(p, r, B(p4));
     p = simd::fma<Arch>(p, r, B(p5));
     p = simd::fma<Arch>(p, r * r, r + B(1.0f));
-    const auto ni = simd::to_int<Arch>(n);
-    const auto n1 = ni >> 1;
-    const auto n2 = ni - n1;
-    const simd::ibatch<Arch> bias(127);
-    B y = p * simd::as_float<Arch>((n1 + bias) << 23) * simd::as_float<Arch>((n2 + bias) << 23);
+    const I ni = simd::to_int<Arch>(n);
+    if (normal) return p * simd::as_float<Arch>((ni + I(127)) << 23);
+    const I n1 = ni >> 1;
+    const I n2 = ni - n1;
+    B y = p * simd::as_float<Arch>((n1 + I(127)) << 23) * simd::as_float<Arch>((n2 + I(127)) << 23);
     y = xsimd::select(x < B(exp_lo), B(0.0f), y);
     y = xsimd::select(x >= B(exp_hi), B(std::numeric_limits<float>::infinity()), y);
     return xsimd::select(xsimd::isnan(x), x, y);

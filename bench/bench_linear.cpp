@@ -1,0 +1,77 @@
+// linear (y = x W^T + b): the projection every layer's prefill and decode run through.
+// Prefill shapes are compute bound (FLOP/s vs BM_fma_peak); L = 1..4 (decode, batched step) are
+// bound by reading W once (bytes/s vs BM_stream_read).
+#include "bench_common.hpp"
+
+#include <hystack/kernels.hpp>
+
+#include <random>
+
+using namespace hystack;
+
+static void fill_random(std::span<float> v, unsigned seed) {
+    std::mt19937 rng(seed);
+    std::uniform_real_distribution<float> d(-1.0f, 1.0f);
+    for (auto& x : v) x = d(rng);
+}
+
+// Compute-bound: W stays in L2/L3 across iterations (as in a prefill over many tokens).
+static void BM_linear(benchmark::State& state) {
+    const std::size_t in = std::size_t(state.range(0)), out = std::size_t(state.range(1)), L = std::size_t(state.range(2));
+    const std::size_t threads = std::size_t(state.range(3));
+    Matrix<float> x(L, in), W(out, in), y(L, out);
+    fill_random(x.span(), 1);
+    fill_random(W.span(), 2);
+    auto& ex = bench::pool(threads);
+    for (auto _ : state) {
+        kernels::linear(x.view(), W.view(), {}, y.view(), ex);
+        benchmark::DoNotOptimize(y.data());
+        benchmark::ClobberMemory();
+    }
+    bench::set_flops(state, 2.0 * double(L) * double(in) * double(out));
+    state.SetItemsProcessed(std::int64_t(state.iterations()) * std::int64_t(L));
+}
+BENCHMARK(BM_linear)
+    ->ArgNames({"in", "out", "L", "threads"})
+    ->Args({1024, 4096, 512, 1})
+    ->Args({1024, 4096, 512, 2})
+    ->Args({4096, 1024, 512, 1})
+    ->Args({4096, 1024, 512, 2})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+
+// Decode: L (1..4) tokens against cold weights. Rotates over enough copies of W (> 64 MB in all)
+// that every call reads W from DRAM; bytes/s counts the weight bytes read.
+static void BM_linear_gemv(benchmark::State& state) {
+    const std::size_t in = std::size_t(state.range(0)), out = std::size_t(state.range(1)), L = std::size_t(state.range(2));
+    const std::size_t threads = std::size_t(state.range(3));
+    const std::size_t wbytes = in * out * sizeof(float);
+    const std::size_t copies = std::max<std::size_t>(2, (256u << 20) / wbytes + 1);
+    std::vector<Matrix<float>> Ws;
+    for (std::size_t i = 0; i < copies; ++i) {
+        Ws.emplace_back(out, in);
+        fill_random(Ws.back().span(), unsigned(10 + i));
+    }
+    Matrix<float> x(L, in), y(L, out);
+    fill_random(x.span(), 1);
+    auto& ex = bench::pool(threads);
+    std::size_t k = 0;
+    for (auto _ : state) {
+        kernels::linear(x.view(), Ws[k].view(), {}, y.view(), ex);
+        k = k + 1 == copies ? 0 : k + 1;
+        benchmark::DoNotOptimize(y.data());
+        benchmark::ClobberMemory();
+    }
+    state.SetBytesProcessed(std::int64_t(state.iterations()) * std::int64_t(wbytes));
+    bench::set_flops(state, 2.0 * double(L) * double(in) * double(out));
+}
+BENCHMARK(BM_linear_gemv)
+    ->ArgNames({"in", "out", "L", "threads"})
+    ->Args({1024, 4096, 1, 1})
+    ->Args({1024, 4096, 1, 2})
+    ->Args({1024, 4096, 4, 1})
+    ->Args({1024, 4096, 4, 2})
+    ->Args({4096, 1024, 1, 1})
+    ->Args({4096, 1024, 1, 2})
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
