@@ -37,6 +37,8 @@ BENCHMARK(BM_linear)
     ->Args({1024, 4096, 512, 2})
     ->Args({4096, 1024, 512, 1})
     ->Args({4096, 1024, 512, 2})
+    ->Args({1024, 2816, 128, 1})  // one MoE expert's bucket (512 tokens, top-2 of 8)
+    ->Args({2816, 1024, 128, 1})
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 

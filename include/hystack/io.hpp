@@ -6,3 +6,5 @@
 #endif
 #include "core.hpp"
 #include "io/safetensors.hpp"
+#include "io/hf_jamba.hpp"
+#include "io/jamba_model.hpp"

@@ -5,3 +5,7 @@
 #endif
 #include "core.hpp"
 #include "kernels.hpp"
+#include "layers/mamba.hpp"
+#include "layers/mlp.hpp"
+#include "layers/moe.hpp"
+#include "layers/attention.hpp"

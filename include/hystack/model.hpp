@@ -5,3 +5,6 @@
 #endif
 #include "core.hpp"
 #include "stack.hpp"
+#include "model/sampling.hpp"
+#include "model/init.hpp"
+#include "model/causal_lm.hpp"

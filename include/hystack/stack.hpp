@@ -5,3 +5,8 @@
 #endif
 #include "core.hpp"
 #include "layers.hpp"
+#include "stack/schedule.hpp"
+#include "stack/config.hpp"
+#include "stack/hybrid_stack.hpp"
+#include "stack/snapshots.hpp"
+#include "stack/jamba_layers.hpp"

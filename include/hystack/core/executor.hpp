@@ -81,7 +81,10 @@ public:
         check(threads <= 1024, "ThreadPool: expected at most 1024 threads, got ", threads);
         stop_workers();
         stop_ = false;
-        for (std::size_t i = 1; i < threads; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
+        // New workers start at the current generation: starting from 0 made a worker created by a
+        // resize re-run the previous (finished, dangling) job.
+        const std::size_t gen = generation_.load(std::memory_order_acquire);
+        for (std::size_t i = 1; i < threads; ++i) workers_.emplace_back([this, i, gen] { worker_loop(i, gen); });
     }
 
     template <class F>
@@ -155,8 +158,7 @@ private:
         in_task() = false;
     }
 
-    void worker_loop(std::size_t index) {
-        std::size_t seen = 0;
+    void worker_loop(std::size_t index, std::size_t seen) {
         for (;;) {
             std::size_t gen;
             int spin = 0;

@@ -1,40 +1,321 @@
 #pragma once
 #include "../core/module.hpp"
 
+#include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <span>
 
 #include "../core/error.hpp"
 #include "../core/executor.hpp"
+#include "../core/math.hpp"
+#include "../core/simd.hpp"
 #include "../core/view.hpp"
 
 namespace hystack::kernels {
 
+// The projection kernel of every layer: y = x W^T (+ bias), x [L, in] and W [out, in] both
+// contiguous along `in`. It is a dot-product GEMM (as llamafile's tinyBLAS): a tile of RM rows of x
+// by RN rows of W keeps RM*RN vector accumulators over `in` and reduces them at the end, so neither
+// operand is packed or transposed (a transposed copy of W would cost as much as the product for the
+// ~128-token buckets of a MoE expert). The tile is 3 x 8 (1 x 8, 2 x 8 for L = 1, 2: decode streams
+// W from memory once). Rows of x are cache-blocked so an M block stays in L2; for in > kc the K blocks
+// go outermost so the 8 W rows of a block stay in L1.
+//
+// Every output is computed by one canonical sequence, whatever tile, thread or L computes it: per
+// block of `in` (detail::linear_kc floats), lane l of a vector accumulator sums x[k] * W[n][k] over
+// k = l (mod width) in k order; the lanes are combined by one fixed tree (simd::reduce_add);
+// blocks are added in order; then the scalar tail of `in` (in % width), then the bias. So results
+// are bit-identical for any thread count, and a row of a batch equals that row computed alone.
+
+/// Scalar reference: y[m][n] = bias[n] + sum_k x[m][k] W[n][k], summed in k order in float.
+/// Same shapes as linear().
+inline void linear_reference(MatrixView<const float> x, MatrixView<const float> W, std::span<const float> bias,
+                             MatrixView<float> y) {
+    check_shape("linear_reference: x", x, any, W.cols);
+    check_shape("linear_reference: y", y, x.rows, W.rows);
+    check(bias.empty() || bias.size() == W.rows, "linear_reference: bias: expected [", W.rows, "] or empty, got [",
+          bias.size(), "]");
+    for (std::size_t m = 0; m < x.rows; ++m)
+        for (std::size_t n = 0; n < W.rows; ++n) {
+            // y = sum_k x W
+            float s = 0.0f;
+            for (std::size_t k = 0; k < W.cols; ++k) s += x(m, k) * W(n, k);
+            y(m, n) = s + (bias.empty() ? 0.0f : bias[n]);
+        }
+}
+
+namespace detail {
+
+// The micro-kernel stays a call of its own: inlined into the tile loops, GCC runs out of registers
+// and spills the accumulators (measured: 2.5x slower).
+#if defined(__GNUC__)
+#define HYSTACK_LINEAR_NOINLINE __attribute__((noinline))
+#else
+#define HYSTACK_LINEAR_NOINLINE
+#endif
+
+/// K block: the 8 W rows of a tile over one block (32 KB) stay in L1 while the tile sweeps the x rows.
+inline constexpr std::size_t linear_kc = 1024;
+/// x rows of one M block (Mc rows x in floats) are kept within this many bytes (L2).
+inline constexpr std::size_t linear_x_block_bytes = 384u << 10;
+/// Most M tiles in one M block when K spans several blocks (Mc <= x_block_bytes / (kc * 4)).
+inline constexpr std::size_t linear_max_tiles = linear_x_block_bytes / (linear_kc * sizeof(float));
+
+/// Vector width used by linear on Arch (1 when SIMD is off: everything is the scalar tail).
+template <class Arch>
+constexpr std::size_t linear_width() {
+#if !defined(XSIMD_NO_SUPPORTED_ARCHITECTURE)
+    return simd::width<Arch>;
+#else
+    return 1;
+#endif
+}
+
+#if !defined(XSIMD_NO_SUPPORTED_ARCHITECTURE)
+/// out[i*RN + j] = reduce(sum over k in [k0, k1) of x_i[k] * w_j[k]) for the vector part [k0, k1)
+/// (k1 - k0 a multiple of the width). xr [RM] and wr [RN] are row pointers.
+template <class Arch, int RM, int RN>
+HYSTACK_LINEAR_NOINLINE void dot_tile(const float* const* xr, const float* const* wr, std::size_t k0, std::size_t k1, float* out) {
+    using B = simd::batch<Arch>;
+    constexpr std::size_t W = simd::width<Arch>;
+    constexpr std::size_t N = std::size_t(RM * RN), NP = (N + W - 1) / W * W;
+    B acc[N];
+    for (std::size_t a = 0; a < N; ++a) acc[a] = B(0.0f);
+    const float* xp[RM];  // x rows [RM, in]
+    const float* wp[RN];  // W rows [RN, in]
+    for (int i = 0; i < RM; ++i) xp[i] = xr[i];
+    for (int j = 0; j < RN; ++j) wp[j] = wr[j];
+    for (std::size_t k = k0; k < k1; k += W) {
+        // acc[i][j] += x_i[k..k+W) * w_j[k..k+W)
+        B xv[RM];
+        for (int i = 0; i < RM; ++i) xv[i] = simd::load<Arch>(xp[i] + k);
+        for (int j = 0; j < RN; ++j) {
+            const B wv = simd::load<Arch>(wp[j] + k);
+            for (int i = 0; i < RM; ++i) acc[i * RN + j] = simd::fma<Arch>(xv[i], wv, acc[i * RN + j]);
+        }
+    }
+    // out = lane sums; every accumulator goes through the same reduction tree
+    for (std::size_t a = 0; a < N; ++a) out[a] = simd::reduce_add<Arch>(acc[a]);
+    for (std::size_t a = N; a < NP; ++a) out[a] = 0.0f;
+}
+#endif
+
+/// Full dot products of an RM x RN tile: sums[i*RN + j] = x_i . w_j over [0, K), in the canonical order.
+/// sums and `part` (scratch) hold RM*RN rounded up to whole vectors; the padding ends up zero.
+template <class Arch, int RM, int RN>
+inline void tile_sums(const float* const* xr, const float* const* wr, std::size_t K, float* sums, float* part) {
+    constexpr std::size_t W = linear_width<Arch>();
+    constexpr std::size_t NP = (std::size_t(RM * RN) + W - 1) / W * W;  // padded to whole vectors
+    const std::size_t Kv = K - K % W;
+    for (std::size_t i = 0; i < NP; ++i) sums[i] = 0.0f;
+#if !defined(XSIMD_NO_SUPPORTED_ARCHITECTURE)
+    for (std::size_t k0 = 0; k0 < Kv; k0 += linear_kc) {
+        dot_tile<Arch, RM, RN>(xr, wr, k0, std::min(Kv, k0 + linear_kc), part);
+        for (std::size_t i = 0; i < NP; ++i) sums[i] += part[i];
+    }
+#else
+    (void)part;
+#endif
+    // sums += tail of K, in k order
+    if (Kv < K)
+        for (int i = 0; i < RM; ++i)
+            for (int j = 0; j < RN; ++j) {
+                float t = 0.0f;
+                for (std::size_t k = Kv; k < K; ++k) t = std::fma(xr[i][k], wr[j][k], t);
+                sums[i * RN + j] += t;
+            }
+}
+
+/// Drives the tiles of one thread's share: output features [t0*RN, t1*RN) of M rows, cache-blocked.
+/// xrow(m) -> const float* (m < M); wrows(t, const float** wr) fills the RN W row pointers of tile t;
+/// epi(m0, rm, t, const float* sums /*[RM][RN]*/) consumes a finished tile (rows m0..m0+rm valid).
+/// Rows past M inside a tile repeat row M-1 (their sums are ignored).
+template <class Arch, int RM, int RN, class XRow, class WRows, class Epi>
+inline void gemm_nt_tiles(std::size_t M, std::size_t K, std::size_t t0, std::size_t t1, XRow&& xrow, WRows&& wrows,
+                          Epi&& epi) {
+    constexpr std::size_t W = linear_width<Arch>();
+    constexpr std::size_t N = std::size_t(RM * RN), NP = (N + W - 1) / W * W;
+    // M block: Mc rows of x (Mc * K floats) stay in L2 while the W tiles sweep them.
+    const std::size_t row_bytes = std::max<std::size_t>(K, 1) * sizeof(float);
+    std::size_t Mc = std::max<std::size_t>(RM, linear_x_block_bytes / row_bytes / RM * RM);
+    Mc = std::min(Mc, (M + RM - 1) / RM * RM);
+    alignas(64) float sums[NP];
+    alignas(64) float part[NP];
+    const float* wr[RN];
+    const float* xr[RM];
+    const std::size_t Kv = K - K % W;
+    for (std::size_t mb = 0; mb < M; mb += Mc) {
+        const std::size_t me = std::min(M, mb + Mc);
+        for (std::size_t t = t0; t < t1; ++t) {
+            wrows(t, wr);
+            if (Kv <= linear_kc) {
+                // one K block: the W tile (RN rows) stays in L1 across the M block
+                for (std::size_t m0 = mb; m0 < me; m0 += RM) {
+                    for (int i = 0; i < RM; ++i) xr[i] = xrow(std::min<std::size_t>(m0 + std::size_t(i), M - 1));
+                    tile_sums<Arch, RM, RN>(xr, wr, K, sums, part);
+                    epi(m0, std::min<std::size_t>(RM, me - m0), t, static_cast<const float*>(sums));
+                }
+                continue;
+            }
+#if !defined(XSIMD_NO_SUPPORTED_ARCHITECTURE)
+            // Long rows: K blocks outermost, so one block of the W tile stays in L1 across the M block;
+            // the block sums of every tile wait in `pb`, added in block order (the order of tile_sums).
+            alignas(64) float pb[linear_max_tiles * NP];
+            const std::size_t nq = (me - mb + RM - 1) / RM;
+            for (std::size_t a = 0; a < nq * NP; ++a) pb[a] = 0.0f;
+            for (std::size_t k0 = 0; k0 < Kv; k0 += linear_kc) {
+                for (std::size_t q = 0; q < nq; ++q) {
+                    const std::size_t m0 = mb + q * RM;
+                    for (int i = 0; i < RM; ++i) xr[i] = xrow(std::min<std::size_t>(m0 + std::size_t(i), M - 1));
+                    dot_tile<Arch, RM, RN>(xr, wr, k0, std::min(Kv, k0 + linear_kc), part);
+                    for (std::size_t a = 0; a < NP; ++a) pb[q * NP + a] += part[a];
+                }
+            }
+            for (std::size_t q = 0; q < nq; ++q) {
+                const std::size_t m0 = mb + q * RM;
+                for (int i = 0; i < RM; ++i) xr[i] = xrow(std::min<std::size_t>(m0 + std::size_t(i), M - 1));
+                // + the scalar tail of K, in k order
+                for (int i = 0; i < RM; ++i)
+                    for (int j = 0; j < RN; ++j) {
+                        float tl = 0.0f;
+                        for (std::size_t k = Kv; k < K; ++k) tl = std::fma(xr[i][k], wr[j][k], tl);
+                        if (Kv < K) pb[q * NP + std::size_t(i * RN + j)] += tl;
+                    }
+                epi(m0, std::min<std::size_t>(RM, me - m0), t, static_cast<const float*>(pb + q * NP));
+            }
+#endif
+        }
+    }
+}
+
+/// Grain (in tiles) so that one chunk of a parallel_for carries at least ~64k FMAs.
+inline std::size_t linear_grain(std::size_t M, std::size_t K, std::size_t rows_per_tile) {
+    const std::size_t per_tile = std::max<std::size_t>(1, M * std::max<std::size_t>(K, 1) * rows_per_tile);
+    return std::max<std::size_t>(1, (std::size_t(1) << 16) / per_tile);
+}
+
+/// Runs `body` with the tile shape for M rows: RM = min(M, 3) rows of x against RN = 8 rows of W
+/// (24 accumulators). GCC keeps the RM x vectors in registers and folds each W load into its RM FMAs,
+/// so a k step costs RM + RM*8 loads for RM*8 FMAs; measured on Zen 5 (GCC 12), <3, 8> beats <4, 4>
+/// by ~10%. Decode (M = 1, 2) streams 8 W rows at a time.
+template <class Arch, class Body>
+inline void with_tile_shape(std::size_t M, Body&& body) {
+    if (M == 1)
+        body.template operator()<1, 8>();
+    else if (M == 2)
+        body.template operator()<2, 8>();
+    else
+        body.template operator()<3, 8>();
+}
+
+}  // namespace detail
+
+namespace detail {
+
+/// Tile loop of linear over M rows given by xrow(m) (e.g. a MoE bucket gathered by index), W [N, K]:
+/// epi(m, n, v) receives each finished output v = x_m . W_n exactly once. Threads split output
+/// features; epi may write any location owned by (m, n).
+template <class Arch, Executor Exec, class XRow, class Epi>
+void linear_rows(std::size_t M, XRow&& xrow, MatrixView<const float> W, Epi&& epi, Exec& exec) {
+    const std::size_t N = W.rows, K = W.cols;
+    if (M == 0 || N == 0) return;
+    with_tile_shape<Arch>(M, [&]<int RM, int RN>() {
+        const std::size_t tiles = (N + RN - 1) / RN;
+        exec.parallel_for(tiles, linear_grain(M, K, RN), [&](std::size_t t0, std::size_t t1) {
+            gemm_nt_tiles<Arch, RM, RN>(
+                M, K, t0, t1, xrow,
+                [&](std::size_t t, const float** wr) {
+                    // rows past N repeat row N-1
+                    for (int j = 0; j < RN; ++j) wr[j] = W.row(std::min(t * RN + std::size_t(j), N - 1));
+                },
+                [&](std::size_t m0, std::size_t rm, std::size_t t, const float* s) {
+                    const std::size_t n0 = t * RN, rn = std::min<std::size_t>(RN, N - n0);
+                    for (std::size_t i = 0; i < rm; ++i)
+                        for (std::size_t j = 0; j < rn; ++j) epi(m0 + i, n0 + j, s[i * RN + j]);
+                });
+        });
+    });
+}
+
+/// Fused SwiGLU input side over M rows given by xrow(m): h[m][n] = silu(x_m . Wg_n) * (x_m . Wu_n).
+/// One tile holds RN/2 gate rows and the same RN/2 up rows, so gate and up are read together
+/// (one pass over x, one parallel_for) and never written out. h [M, H] is written row by row.
+template <class Arch, Executor Exec, class XRow>
+void swiglu_rows(std::size_t M, XRow&& xrow, MatrixView<const float> Wg, MatrixView<const float> Wu,
+                 MatrixView<float> h, Exec& exec) {
+    const std::size_t H = Wg.rows, K = Wg.cols;
+    if (M == 0 || H == 0) return;
+    with_tile_shape<Arch>(M, [&]<int RM, int RN>() {
+        constexpr std::size_t R = RN / 2;  // hidden units per tile
+        constexpr std::size_t W = linear_width<Arch>();
+        constexpr std::size_t NP = (std::size_t(RM * RN) + W - 1) / W * W;
+        const std::size_t tiles = (H + R - 1) / R;
+        exec.parallel_for(tiles, linear_grain(M, K, RN), [&](std::size_t t0, std::size_t t1) {
+            alignas(64) float act[NP];
+            gemm_nt_tiles<Arch, RM, RN>(
+                M, K, t0, t1, xrow,
+                [&](std::size_t t, const float** wr) {
+                    for (std::size_t j = 0; j < R; ++j) {
+                        const std::size_t n = std::min(t * R + j, H - 1);
+                        wr[j] = Wg.row(n);
+                        wr[R + j] = Wu.row(n);
+                    }
+                },
+                [&](std::size_t m0, std::size_t rm, std::size_t t, const float* s) {
+                    // act = silu(s) over the whole tile (the up lanes are wasted, a vector op is cheaper
+                    // than picking the gate lanes), then h = silu(gate) * up
+#if !defined(XSIMD_NO_SUPPORTED_ARCHITECTURE)
+                    for (std::size_t a = 0; a < NP; a += W)
+                        simd::store<Arch>(act + a, math::silu<Arch>(simd::load_aligned<Arch>(s + a)));
+#else
+                    for (std::size_t a = 0; a < NP; ++a) act[a] = math::silu(s[a]);
+#endif
+                    const std::size_t n0 = t * R, rn = std::min<std::size_t>(R, H - n0);
+                    for (std::size_t i = 0; i < rm; ++i) {
+                        float* hr = h.row(m0 + i) + n0;  // h [M, H]
+                        for (std::size_t j = 0; j < rn; ++j) hr[j] = act[i * RN + j] * s[i * RN + R + j];
+                    }
+                });
+        });
+    });
+}
+
+}  // namespace detail
+
 /// y = x W^T + bias, the nn.Linear of every projection (HF weight layout [out, in]).
 /// x [L, in], W [out, in], bias [out] or empty, y [L, out]. y must not alias x or W.
-/// Threads split the output features (columns of y), so results do not depend on the thread count.
-template <Executor Exec>
+/// Threads split the output features (rows of W); every output is computed the same way whatever
+/// the split, so results do not depend on the thread count (nor on L: row m of a batch equals
+/// linear of that row alone).
+template <Executor Exec, class Arch = simd::default_arch>
 void linear(MatrixView<const float> x, MatrixView<const float> W, std::span<const float> bias, MatrixView<float> y,
             Exec& exec) {
     check_shape("linear: x", x, any, W.cols);
     check_shape("linear: y", y, x.rows, W.rows);
     check(bias.empty() || bias.size() == W.rows, "linear: bias: expected [", W.rows, "] or empty, got [", bias.size(), "]");
     if (y.empty()) return;
-    if (W.cols == 0) {
-        for (std::size_t r = 0; r < y.rows; ++r)
-            for (std::size_t c = 0; c < y.cols; ++c) y(r, c) = bias.empty() ? 0.0f : bias[c];
-        return;
-    }
-    // Chunks of output features in multiples of 16 so every chunk keeps full SIMD rows.
-    const std::size_t blocks = (W.rows + 15) / 16;
-    exec.parallel_for(blocks, 1, [&](std::size_t b0, std::size_t b1) {
-        const std::size_t c0 = b0 * 16, c1 = std::min(W.rows, b1 * 16);
-        auto yb = y.cols_slice(c0, c1 - c0).eigen();
-        yb.noalias() = x.eigen() * W.rows_slice(c0, c1 - c0).eigen().transpose();
-        if (!bias.empty())
-            for (std::size_t r = 0; r < y.rows; ++r)
-                for (std::size_t c = c0; c < c1; ++c) y(r, c) += bias[c];
-    });
+    detail::linear_rows<Arch>(
+        x.rows, [&](std::size_t m) { return x.row(m); }, W,
+        [&](std::size_t m, std::size_t n, float v) { y(m, n) = v + (bias.empty() ? 0.0f : bias[n]); }, exec);
+}
+
+/// Fused SwiGLU input projections: h = silu(x Wg^T) * (x Wu^T). x [L, in], Wg and Wu [hidden, in],
+/// h [L, hidden] (must not alias x). Each value equals silu(linear(x, Wg)) * linear(x, Wu)
+/// to rounding; threads split the hidden units.
+template <Executor Exec, class Arch = simd::default_arch>
+void linear_swiglu(MatrixView<const float> x, MatrixView<const float> Wg, MatrixView<const float> Wu, MatrixView<float> h,
+                   Exec& exec) {
+    check_shape("linear_swiglu: x", x, any, Wg.cols);
+    check_shape("linear_swiglu: up weight", Wu, Wg.rows, Wg.cols);
+    check_shape("linear_swiglu: h", h, x.rows, Wg.rows);
+    detail::swiglu_rows<Arch>(x.rows, [&](std::size_t m) { return x.row(m); }, Wg, Wu, h, exec);
+}
+
+inline void linear_swiglu(MatrixView<const float> x, MatrixView<const float> Wg, MatrixView<const float> Wu,
+                          MatrixView<float> h) {
+    SerialExecutor serial;
+    linear_swiglu(x, Wg, Wu, h, serial);
 }
 
 inline void linear(MatrixView<const float> x, MatrixView<const float> W, std::span<const float> bias, MatrixView<float> y) {

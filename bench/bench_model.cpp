@@ -1,0 +1,135 @@
+// Whole-model benchmarks on J1 (vocab 256, d_model 1024, 16 layers, 1:8 attention:Mamba with
+// attention at layers 4 and 12, MoE with 8 experts top-2 at odd layers, dense SwiGLU 2816
+// elsewhere, 16 heads / 4 kv heads, d_state 16, d_conv 4, expand 2, dt_rank 64), f32 weights.
+//   BM_model_prefill: 512 tokens from a fresh state (items = tokens).
+//   BM_model_decode: one token at 512 tokens of context (items = tokens; bytes = weights read per
+//   token, so bytes_per_second compares with BM_stream_read). Counters: bound_tokens_per_s =
+//   streaming read bandwidth (measured here, same threads) / weight bytes per token, and
+//   pct_of_bound = achieved / bound.
+#include <hystack/hystack.hpp>
+
+#include <chrono>
+#include <memory>
+#include <vector>
+
+#include "bench_common.hpp"
+
+using namespace hystack;
+
+namespace {
+
+using J1 = BasicCausalLM<HybridStack<std::ratio<1, 8>>>;
+
+J1& j1() {
+    static std::unique_ptr<J1> lm = [] {
+        ModelConfig cfg;
+        cfg.vocab_size = 256;
+        StackConfig& s = cfg.stack;
+        s.d_model = 1024;
+        s.num_layers = 16;
+        s.num_attention_heads = 16;
+        s.num_key_value_heads = 4;
+        s.mamba_d_state = 16;
+        s.mamba_d_conv = 4;
+        s.mamba_expand = 2;
+        s.mamba_dt_rank = 64;
+        s.intermediate_size = 2816;
+        s.num_experts = 8;
+        s.num_experts_per_tok = 2;
+        s.expert_layer_period = 2;
+        s.expert_layer_offset = 1;
+        auto m = std::make_unique<J1>(cfg);
+        randomize_params(m->params(), 42, bench::pool(2));
+        m->on_weights_loaded();
+        return m;
+    }();
+    return *lm;
+}
+
+std::vector<token_id> prompt(std::size_t n) {
+    std::vector<token_id> ids(n);
+    for (std::size_t i = 0; i < n; ++i) ids[i] = token_id((i * 37 + 11) % 256);
+    return ids;
+}
+
+// Streaming read bandwidth (bytes/s) on `threads` threads, measured like BM_stream_read.
+double stream_bandwidth(std::size_t threads) {
+    static double cached[3] = {0, 0, 0};
+    if (threads < 3 && cached[threads] > 0) return cached[threads];
+    const std::size_t n = (512u << 20) / sizeof(float);
+    Buffer<float> buf(n);
+    for (std::size_t i = 0; i < n; ++i) buf[i] = float(i & 1023);
+    auto& ex = bench::pool(threads);
+    double best = 0;
+    for (int rep = 0; rep < 5; ++rep) {
+        float sums[64] = {};
+        const auto t0 = std::chrono::steady_clock::now();
+        ex.parallel_for(n / 4096, 1, [&](std::size_t b, std::size_t e, std::size_t c) {
+            sums[c] = bench::stream_sum(buf.data() + b * 4096, (e - b) * 4096);
+        });
+        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        benchmark::DoNotOptimize(sums);
+        best = std::max(best, double(n * sizeof(float)) / s);
+    }
+    if (threads < 3) cached[threads] = best;
+    return best;
+}
+
+}  // namespace
+
+static void BM_model_prefill(benchmark::State& state) {
+    const std::size_t L = std::size_t(state.range(0)), threads = std::size_t(state.range(1));
+    auto& lm = j1();
+    auto& ex = bench::pool(threads);
+    const auto ids = prompt(L);
+    auto st = lm.make_state(L + 1);
+    for (auto _ : state) {
+        st.reset();
+        auto logits = lm.prefill(ids, st, ex);
+        benchmark::DoNotOptimize(logits.data());
+    }
+    state.SetItemsProcessed(std::int64_t(state.iterations()) * std::int64_t(L));
+    state.counters["tokens_per_s"] = benchmark::Counter(double(state.iterations()) * double(L), benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_model_prefill)
+    ->ArgNames({"tokens", "threads"})
+    ->Args({512, 1})
+    ->Args({512, 2})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+
+static void BM_model_decode(benchmark::State& state) {
+    const std::size_t ctx = std::size_t(state.range(0)), threads = std::size_t(state.range(1));
+    auto& lm = j1();
+    auto& ex = bench::pool(threads);
+    auto base = lm.make_state(ctx + 2);
+    lm.prefill(prompt(ctx), base, ex);
+    auto st = base;
+    token_id t = 65;
+    lm.step(t, st, ex);  // warm the decode scratch
+    double step_seconds = 0;
+    for (auto _ : state) {
+        state.PauseTiming();
+        st = base;  // back to `ctx` tokens of context (same-size copy: no allocation)
+        state.ResumeTiming();
+        const auto t0 = std::chrono::steady_clock::now();
+        auto logits = lm.step(t, st, ex);
+        benchmark::DoNotOptimize(logits.data());
+        step_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    }
+    const double bytes = double(lm.weight_bytes_per_token());
+    state.SetItemsProcessed(std::int64_t(state.iterations()));
+    state.SetBytesProcessed(std::int64_t(double(state.iterations()) * bytes));
+    const double bw = stream_bandwidth(threads);
+    state.counters["weight_MB_per_token"] = bytes / 1e6;
+    state.counters["bound_tokens_per_s"] = bw / bytes;
+    state.counters["tokens_per_s"] = benchmark::Counter(double(state.iterations()), benchmark::Counter::kIsRate);
+    state.counters["stream_GB_per_s"] = bw / 1e9;
+    state.counters["pct_of_bound"] = step_seconds > 0 ? 100.0 * (double(state.iterations()) / step_seconds) / (bw / bytes) : 0;
+}
+BENCHMARK(BM_model_decode)
+    ->ArgNames({"context", "threads"})
+    ->Args({512, 1})
+    ->Args({512, 2})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);

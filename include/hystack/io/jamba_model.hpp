@@ -1,0 +1,104 @@
+#pragma once
+#include "../core/module.hpp"
+
+// Loading a HuggingFace Jamba checkpoint directory (config.json + model.safetensors or a sharded
+// model.safetensors.index.json) into a CausalLM:
+//   auto model = hystack::io::load_jamba("path/to/jamba");     // run-time stack, any HF config
+//   auto j1 = hystack::io::load_jamba<hystack::HybridStack<std::ratio<1, 8>>>(dir);  // checked 1:8
+
+#include <cstddef>
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "../core/error.hpp"
+#include "../model/causal_lm.hpp"
+#include "../stack/jamba_layers.hpp"
+#include "hf_jamba.hpp"
+#include "safetensors.hpp"
+
+namespace hystack::io {
+
+/// The stack shape an HF Jamba config describes.
+inline StackConfig jamba_stack_config(const JambaConfig& c) {
+    StackConfig s;
+    s.d_model = c.hidden_size;
+    s.num_layers = c.num_hidden_layers;
+    s.rms_norm_eps = float(c.rms_norm_eps);
+    s.num_attention_heads = c.num_attention_heads;
+    s.num_key_value_heads = c.num_key_value_heads;
+    // HF's eager/sdpa Jamba attention ignores sliding_window (only flash-attention uses it); we honour
+    // it, as the flash path does.
+    s.sliding_window = c.sliding_window ? *c.sliding_window : 0;
+    s.mamba_d_state = c.mamba_d_state;
+    s.mamba_d_conv = c.mamba_d_conv;
+    s.mamba_expand = c.mamba_expand;
+    s.mamba_dt_rank = c.mamba_dt_rank;
+    s.mamba_conv_bias = c.mamba_conv_bias;
+    s.mamba_proj_bias = c.mamba_proj_bias;
+    s.mamba_inner_layernorms = true;
+    s.intermediate_size = c.intermediate_size;
+    s.num_experts = c.num_experts;
+    s.num_experts_per_tok = c.num_experts_per_tok;
+    s.expert_layer_period = c.expert_layer_period;
+    s.expert_layer_offset = c.expert_layer_offset;
+    s.attn_layer_period = c.attn_layer_period;
+    s.attn_layer_offset = c.attn_layer_offset;
+    return s;
+}
+
+inline ModelConfig jamba_model_config(const JambaConfig& c) {
+    ModelConfig m;
+    m.vocab_size = c.vocab_size;
+    m.tie_word_embeddings = c.tie_word_embeddings;
+    m.stack = jamba_stack_config(c);
+    return m;
+}
+
+/// Options of load_jamba.
+struct JambaLoadOptions {
+    /// Called as tensors are read: (bytes read, bytes total).
+    std::function<void(std::size_t, std::size_t)> progress;
+};
+
+/// Loads an HF Jamba directory into a CausalLM over StackT (hystack::Stack: any config;
+/// HybridStack<R>: throws when the config's attention layout disagrees with R). Checks the
+/// checkpoint against the config before allocating the model, then reads every tensor
+/// (F32/BF16/F16) into the model's parameters; throws one hystack::error listing every missing,
+/// misshapen or unused tensor.
+template <class StackT = Stack>
+BasicCausalLM<StackT> load_jamba(const std::string& dir, const JambaLoadOptions& opt = {}) {
+    namespace fs = std::filesystem;
+    check(fs::is_directory(dir), "load_jamba: ", dir, ": not a directory");
+    const JambaConfig cfg = read_jamba_config((fs::path(dir) / "config.json").string());
+    cfg.validate(dir + "/config.json");
+    // A compile-time stack refuses a config whose layout disagrees with its ratio, before any I/O.
+    if constexpr (requires(const StackConfig& sc) { StackT::checked_schedule(sc); })
+        (void)StackT::checked_schedule(jamba_stack_config(cfg));
+    const Checkpoint ckpt = Checkpoint::open(dir);
+    verify_jamba_checkpoint(ckpt, cfg);
+    BasicCausalLM<StackT> model(jamba_model_config(cfg));
+    const ParamList params = model.params();
+    LoadOptions lo;
+    if (cfg.tie_word_embeddings) lo.allow_unused.push_back("lm_head.weight");
+    if (!opt.progress) {
+        load_params(ckpt, params, lo);
+    } else {
+        // load_params' checks, then the reads one by one so progress can be reported.
+        std::vector<std::string> resolved;
+        const auto problems = detail::match_params(ckpt, params, lo, true, resolved);
+        if (!problems.empty()) detail::throw_problems(ckpt, problems, "load_params");
+        std::size_t total = 0, done = 0;
+        for (auto& p : params) total += p.data.size_bytes();
+        for (std::size_t i = 0; i < params.size(); ++i) {
+            if (!resolved[i].empty()) ckpt.read_into(resolved[i], params[i].data);
+            done += params[i].data.size_bytes();
+            opt.progress(done, total);
+        }
+    }
+    model.on_weights_loaded();
+    return model;
+}
+
+}  // namespace hystack::io
