@@ -5,7 +5,9 @@
 
 #include <hystack/layers.hpp>
 
+#include <cmath>
 #include <memory>
+#include <string>
 #include <random>
 #include <vector>
 
@@ -72,3 +74,89 @@ BENCHMARK(BM_causal_conv1d)
     ->ArgNames({"d_inner", "K", "L", "threads"})
     ->ArgsProduct({{2048}, {4}, {1, 512, 4096}, {1, 2}})
     ->UseRealTime();
+
+namespace {
+
+hystack::MambaConfig bench_mixer_config() {
+    hystack::MambaConfig c;
+    c.d_model = 1024;
+    c.d_inner = 2048;  // expand 2
+    c.d_state = 16;
+    c.d_conv = 4;
+    c.dt_rank = 64;
+    c.dt_bc_norm = true;  // Jamba
+    return c;
+}
+
+void randomize_mixer(MambaMixer& m, unsigned seed) {
+    unsigned s = seed;
+    for (auto& p : m.params()) {
+        fill(p.data, -0.02f, 0.02f, s++);
+        if (p.name == "A_log")
+            for (std::size_t i = 0; i < p.data.size(); ++i) p.data[i] = std::log(float(i % 16 + 1));
+        if (p.name.find("layernorm") != std::string::npos || p.name == "D")
+            for (auto& v : p.data) v = 1.0f;
+        if (p.name == "dt_proj.bias")
+            for (auto& v : p.data) v = -3.0f;
+    }
+    m.on_weights_loaded();
+}
+
+}  // namespace
+
+// Prefill of one sequence: items = tokens.
+static void BM_mamba_prefill(benchmark::State& state) {
+    const std::size_t L = std::size_t(state.range(0)), threads = std::size_t(state.range(1));
+    MambaMixer m(bench_mixer_config());
+    randomize_mixer(m, 1);
+    Matrix<float> x(L, 1024), y(L, 1024);
+    fill(x.span(), -1, 1, 9);
+    MambaState st = m.make_state();
+    auto& ex = bench::pool(threads);
+    for (auto _ : state) {
+        st.reset();
+        m.prefill(x.view(), st, y.view(), ex);
+        benchmark::DoNotOptimize(y.data());
+    }
+    state.SetItemsProcessed(std::int64_t(state.iterations()) * std::int64_t(L));
+    const auto& c = m.config();
+    const double flops = 2.0 * double(L) * double(c.d_model * 2 * c.d_inner + c.d_inner * (c.dt_rank + 2 * c.d_state) +
+                                                  c.dt_rank * c.d_inner + c.d_inner * c.d_model);
+    bench::set_flops(state, flops);
+}
+BENCHMARK(BM_mamba_prefill)
+    ->ArgNames({"L", "threads"})
+    ->ArgsProduct({{512, 4096}, {1, 2}})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+
+// Decode step with cold weights: steps rotate over enough mixer copies (17 MB of weights each) that the weights of
+// the one stepping are out of cache. items = tokens; bytes = weight bytes read.
+static void BM_mamba_step(benchmark::State& state) {
+    const std::size_t threads = std::size_t(state.range(0));
+    static std::vector<std::unique_ptr<MambaMixer>> mixers;
+    static std::vector<MambaState> states;
+    if (mixers.empty()) {
+        std::size_t total = 0;
+        while (total < (std::size_t(160) << 20)) {
+            mixers.push_back(std::make_unique<MambaMixer>(bench_mixer_config()));
+            randomize_mixer(*mixers.back(), unsigned(mixers.size()));
+            states.push_back(mixers.back()->make_state());
+            total += mixers.back()->weight_bytes();
+        }
+    }
+    std::vector<float> x(1024), y(1024);
+    fill(x, -1, 1, 3);
+    auto& ex = bench::pool(threads);
+    for (std::size_t i = 0; i < mixers.size(); ++i) mixers[i]->step(x, states[i], y, ex);  // warm-up (scratch)
+    std::size_t i = 0;
+    for (auto _ : state) {
+        mixers[i]->step(x, states[i], y, ex);
+        benchmark::DoNotOptimize(y.data());
+        i = i + 1 == mixers.size() ? 0 : i + 1;
+    }
+    state.SetItemsProcessed(std::int64_t(state.iterations()));
+    state.SetBytesProcessed(std::int64_t(state.iterations()) * std::int64_t(mixers[0]->weight_bytes()));
+    state.counters["mixers"] = double(mixers.size());
+}
+BENCHMARK(BM_mamba_step)->ArgNames({"threads"})->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMicrosecond);

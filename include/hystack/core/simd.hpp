@@ -104,7 +104,7 @@ inline batch<Arch> reduce_add_rows(const batch<Arch>* rows) { return xsimd::hadd
 
 /// xsimd::haddp as it is: the sum of the lanes of rows[r] lands in lane haddp_slots<Arch>()[r], a
 /// fixed order that is the identity except in xsimd 8.1's AVX-512 version (0,1,4,5,2,3,6,7,...).
-/// Fast (shuffle tree); reduce_add_rows is the always-ordered, slower form.
+/// (The same operation as reduce_add_rows, named for callers that place rows by haddp_slots.)
 template <class Arch>
 inline batch<Arch> haddp_permuted(const batch<Arch>* rows) { return xsimd::haddp(rows); }
 /// Lane that each row's sum lands in for haddp_permuted (detected once per Arch).

@@ -18,15 +18,18 @@
 //   so the queries of a GQA group share every K/V tile load. S^T[key, rows] += K[key, d] * Qt[d, rows]
 //   and O^T[d, rows] += V[key, d] * P^T[key, rows] are broadcast-FMA micro-kernels on registers;
 //   the softmax is purely vertical (no horizontal reductions).
-// - "dot" (decode, one query per sequence, head_dim a multiple of the SIMD width, 64 and 128):
-//   rows are the G query heads of one kv head; scores are dot products over head_dim reduced 16 keys
-//   at a time (simd::haddp_permuted), O[row, d] += p * V[key, d]; each key tile is read once for all
-//   kv heads, so K and V stream contiguously. Long contexts are split into a fixed number of key chunks (a function of the length only) whose partial
-//   (m, l, O) are merged in order, so results never depend on the thread count.
+// - "dot" (decode, one query per sequence, head_dim 64 or 128, a multiple of the SIMD width):
+//   rows are the G query heads of a kv head; scores are dot products over head_dim, W partial-sum
+//   vectors reduced at once by simd::haddp_permuted (two rows share each K load: W/2 keys x 2 rows per
+//   reduction), O[row, d] += p * V[key, d] with V rows broadcast-FMA'd. One kv head at a time, so a
+//   cache's per-head K and V stream sequentially; the next tile is prefetched while one computes.
+//   Long contexts split into key chunks (at least 512 keys, at most 64 chunks: a function of the
+//   length only) whose partial (m, l, O) merge in order, so results never depend on the thread count.
 //
-// Keys come as a KVView: up to 3 segments of consecutive absolute positions (a cache's contiguous
-// part(s) and the new keys of this call), each with its own row pointer and stride. Row i of a
-// segment holds all kv heads: kv head g at k + i * stride + g * head_dim.
+// Keys come as a KVView: up to 4 segments of consecutive absolute positions (a cache's part(s) and
+// the new keys of this call), each with its own pointers and strides (see KVSegment).
+//
+// Limits: positions are compared as float offsets within a query block's tiles (exact below 2^24).
 
 #include <algorithm>
 #include <array>
@@ -358,7 +361,7 @@ inline void lane_task_rb(std::size_t RB, MatrixView<const float> q, std::size_t 
 
 // ---- dot path (decode) ----
 
-/// Keys per decode chunk are at least this; at most max_chunks chunks per (sequence, kv head).
+/// Keys per decode chunk are at least this; at most max_chunks chunks per sequence.
 inline constexpr std::size_t min_chunk = 512;
 inline constexpr std::size_t max_chunks = 64;
 
@@ -619,13 +622,14 @@ enum class AttentionPath { automatic, lane, dot, scalar };
 /// Floats of workspace a decode of B sequences needs on `threads` threads (independent of context).
 template <class Arch = simd::default_arch>
 inline std::size_t attention_decode_workspace(const AttentionDims& dims, std::size_t B, std::size_t threads) {
-    const std::size_t d = dims.head_dim, G = dims.group();
-    const std::size_t partial = B * detail::attn::max_chunks * dims.n_heads * (d + 2);
+    const std::size_t d = dims.head_dim;
 #if !defined(XSIMD_NO_SUPPORTED_ARCHITECTURE)
+    const std::size_t G = dims.group();
+    const std::size_t partial = B * detail::attn::max_chunks * dims.n_heads * (d + 2);
     const std::size_t per_thread =
         std::max(dims.n_heads * d + G * (detail::attn::dot_tile<Arch> + 1), detail::attn::lane_scratch<Arch>(d));
 #else
-    const std::size_t per_thread = d;
+    const std::size_t partial = 0, per_thread = d;
 #endif
     return partial + threads * per_thread + 64;
 }
