@@ -96,6 +96,13 @@ TEST_CASE("thread pool: resizing, nested calls, exceptions, many calls", "[core]
             pool.parallel_for(e - b, 1, [&](std::size_t b2, std::size_t e2) { total += long(e2 - b2); });
         });
     CHECK(total == 2000 * 8);
+    // Regression: workers created by a resize must not re-run the previous (finished) job.
+    std::atomic<int> runs{0};
+    for (std::size_t t : {2u, 1u, 2u, 3u, 2u}) {
+        pool.set_num_threads(t);
+        for (int it = 0; it < 10; ++it) pool.parallel_for(t, 1, [&](std::size_t, std::size_t) { runs++; });
+    }
+    CHECK(runs == 10 * (2 + 1 + 2 + 3 + 2));
     CHECK_THROWS_AS(pool.parallel_for(4, 1, [](std::size_t b, std::size_t) {
         if (b != 0) throw error("worker failed");
     }), error);
