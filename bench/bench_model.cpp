@@ -23,22 +23,7 @@ using J1 = BasicCausalLM<HybridStack<std::ratio<1, 8>>>;
 
 J1& j1() {
     static std::unique_ptr<J1> lm = [] {
-        ModelConfig cfg;
-        cfg.vocab_size = 256;
-        StackConfig& s = cfg.stack;
-        s.d_model = 1024;
-        s.num_layers = 16;
-        s.num_attention_heads = 16;
-        s.num_key_value_heads = 4;
-        s.mamba_d_state = 16;
-        s.mamba_d_conv = 4;
-        s.mamba_expand = 2;
-        s.mamba_dt_rank = 64;
-        s.intermediate_size = 2816;
-        s.num_experts = 8;
-        s.num_experts_per_tok = 2;
-        s.expert_layer_period = 2;
-        s.expert_layer_offset = 1;
+        const ModelConfig cfg = presets::j1();
         auto m = std::make_unique<J1>(cfg);
         randomize_params(m->params(), 42, bench::pool(2));
         m->on_weights_loaded();

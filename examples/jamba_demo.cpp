@@ -15,22 +15,7 @@ int main(int argc, char** argv) {
     const std::size_t threads = argc > 1 ? std::size_t(std::atoi(argv[1])) : std::max(1u, std::thread::hardware_concurrency());
 
     // J1: vocab 256, d_model 1024, 16 layers, attention at 4 and 12, MoE (8 experts, top-2) at odd layers.
-    ModelConfig cfg;
-    cfg.vocab_size = 256;
-    StackConfig& s = cfg.stack;
-    s.d_model = 1024;
-    s.num_layers = 16;
-    s.num_attention_heads = 16;
-    s.num_key_value_heads = 4;
-    s.mamba_d_state = 16;
-    s.mamba_d_conv = 4;
-    s.mamba_expand = 2;
-    s.mamba_dt_rank = 64;
-    s.intermediate_size = 2816;
-    s.num_experts = 8;
-    s.num_experts_per_tok = 2;
-    s.expert_layer_period = 2;
-    s.expert_layer_offset = 1;
+    const ModelConfig cfg = presets::j1();
 
     ThreadPool pool(threads);
     auto t0 = std::chrono::steady_clock::now();

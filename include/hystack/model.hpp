@@ -8,3 +8,4 @@
 #include "model/sampling.hpp"
 #include "model/init.hpp"
 #include "model/causal_lm.hpp"
+#include "model/presets.hpp"

@@ -36,15 +36,6 @@ struct TempDir {
     std::string operator/(const std::string& name) const { return (path / name).string(); }
 };
 
-template <class F>
-std::string error_of(F&& f) {
-    try {
-        f();
-    } catch (const hystack::error& e) {
-        return e.what();
-    }
-    return "(no hystack::error thrown)";
-}
 #define CHECK_ERROR(expr, sub)                                    \
     do {                                                          \
         const std::string msg_ = error_of([&] { (void)(expr); }); \

@@ -20,15 +20,6 @@
 using namespace hystack;
 
 namespace {
-template <class F>
-std::string error_of(F&& f) {
-    try {
-        f();
-    } catch (const std::exception& e) {
-        return e.what();
-    }
-    return "<no exception>";
-}
 
 ModelConfig tiny_config(bool tied = false) {
     ModelConfig c;

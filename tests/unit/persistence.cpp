@@ -16,15 +16,6 @@
 using namespace hystack;
 
 namespace {
-template <class F>
-std::string error_of(F&& f) {
-    try {
-        f();
-    } catch (const hystack::error& e) {
-        return e.what();
-    }
-    return "<no hystack::error>";
-}
 
 ModelConfig config() {
     ModelConfig c;

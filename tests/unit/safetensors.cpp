@@ -73,15 +73,6 @@ void expect_bad_header(const std::string& header, const std::string& data, const
     expect_bad(p, what);
 }
 
-template <class F>
-std::string error_of(F&& f) {
-    try {
-        f();
-    } catch (const hystack::error& e) {
-        return e.what();
-    }
-    return "(no hystack::error thrown)";
-}
 #define CHECK_ERROR(expr, sub)                                   \
     do {                                                         \
         const std::string msg_ = error_of([&] { (void)(expr); }); \

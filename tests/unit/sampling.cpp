@@ -10,15 +10,6 @@
 using namespace hystack;
 
 namespace {
-template <class F>
-std::string error_of(F&& f) {
-    try {
-        f();
-    } catch (const hystack::error& e) {
-        return e.what();
-    }
-    return "<no hystack::error>";
-}
 }  // namespace
 #define CHECK_ERROR(sub, ...)                                           \
     do {                                                                \

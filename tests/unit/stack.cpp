@@ -14,15 +14,6 @@
 using namespace hystack;
 
 namespace {
-template <class F>
-std::string error_of(F&& f) {
-    try {
-        f();
-    } catch (const hystack::error& e) {
-        return e.what();
-    }
-    return "<no hystack::error>";
-}
 using ToyStack = BasicStack<toy::Layers>;
 template <class R, class P = JambaPlacement>
 using ToyHybrid = HybridStack<R, P, toy::Layers>;

@@ -117,6 +117,11 @@ inline simd::batch<Arch> softplus(const simd::batch<Arch>& x) {
 #endif
 
 namespace detail {
+#if defined(__GNUC__) && !defined(__clang__)
+// GCC 12 misreads the tail loop below after inlining a known size (a false -Waggressive-loop-optimizations).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Waggressive-loop-optimizations"
+#endif
 // Applies a batch op over the array body and the scalar op over the tail (in == out is allowed).
 template <class Arch, class VecOp, class ScalarOp>
 inline void apply(std::span<const float> in, std::span<float> out, const char* what, VecOp vop, ScalarOp sop) {
@@ -131,6 +136,9 @@ inline void apply(std::span<const float> in, std::span<float> out, const char* w
 #endif
     for (; i < n; ++i) dst[i] = sop(src[i]);
 }
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 }  // namespace detail
 
 /// y[i] = exp(x[i]); x and y may alias. Throws hystack::error when sizes differ.

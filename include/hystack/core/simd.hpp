@@ -13,6 +13,16 @@
 
 namespace hystack::simd {
 
+/// Cache hint: p will be read soon. Kernels that stream memory the hardware prefetchers miss (many
+/// strided rows at once) use it; a no-op where the compiler has no prefetch builtin.
+inline void prefetch(const void* p) {
+#if defined(__GNUC__) || defined(__clang__)
+    __builtin_prefetch(p, 0, 3);
+#else
+    (void)p;
+#endif
+}
+
 #if defined(XSIMD_NO_SUPPORTED_ARCHITECTURE)
 inline constexpr bool enabled = false;
 struct default_arch {};

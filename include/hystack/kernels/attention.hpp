@@ -373,15 +373,9 @@ inline std::size_t chunk_size(std::size_t n) {
 template <class Arch>
 inline constexpr std::size_t dot_tile = 4 * W<Arch>;
 
-/// Prefetch hint: decode streams K and V once, and without it the loads of a tile wait on DRAM while
-/// nothing else runs (compute and memory time add up). No-op without __builtin_prefetch.
-inline void prefetch(const void* p) {
-#if defined(__GNUC__) || defined(__clang__)
-    __builtin_prefetch(p, 0, 3);
-#else
-    (void)p;
-#endif
-}
+// Decode streams K and V once; without prefetch the loads of a tile wait on DRAM while nothing else
+// runs (compute and memory time add up).
+using simd::prefetch;
 
 /// Tiles ahead that decode prefetches K and V.
 inline constexpr std::size_t prefetch_tiles = 1;
