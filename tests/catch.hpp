@@ -11,6 +11,10 @@ using Catch::Matchers::WithinRel;
 
 #include <hystack/core.hpp>
 
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <span>
 #include <string>
 
 /// The message of the hystack::error that f() throws, or a marker string when it throws none
@@ -23,4 +27,26 @@ std::string error_of(F&& f) {
         return e.what();
     }
     return "<no hystack::error thrown>";
+}
+
+/// max over i of |got[i] - want[i]| / (atol + rtol |want[i]|), NaN counting as infinite: <= 1 passes.
+inline double excess(std::span<const float> got, std::span<const float> want, double atol, double rtol) {
+    REQUIRE(got.size() == want.size());
+    double worst = 0;
+    for (std::size_t i = 0; i < got.size(); ++i) {
+        const double e = std::fabs(double(got[i]) - want[i]) / (atol + rtol * std::fabs(want[i]));
+        worst = std::max(worst, std::isnan(e) ? INFINITY : e);
+    }
+    return worst;
+}
+
+/// Bit-identical contents (for "any thread count / any chunking gives the same result" properties).
+inline bool same_bits(std::span<const float> a, std::span<const float> b) {
+    return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
+}
+inline bool same_bits(hystack::MatrixView<const float> a, hystack::MatrixView<const float> b) {
+    if (a.rows != b.rows || a.cols != b.cols) return false;
+    for (std::size_t r = 0; r < a.rows; ++r)
+        if (std::memcmp(a.row(r), b.row(r), a.cols * sizeof(float)) != 0) return false;
+    return true;
 }

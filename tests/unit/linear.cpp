@@ -52,12 +52,6 @@ void check_close(MatrixView<const float> got, const std::vector<double>& want, c
         }
 }
 
-bool same_bits(MatrixView<const float> a, MatrixView<const float> b) {
-    if (a.rows != b.rows || a.cols != b.cols) return false;
-    for (std::size_t r = 0; r < a.rows; ++r)
-        if (std::memcmp(a.row(r), b.row(r), a.cols * sizeof(float)) != 0) return false;
-    return true;
-}
 
 }  // namespace
 

@@ -132,18 +132,9 @@ Matrix<float> random_input(std::size_t L, std::size_t dm, unsigned seed) {
 }
 
 double max_excess(std::span<const float> got, std::span<const float> want, double tol) {
-    REQUIRE(got.size() == want.size());
-    double worst = 0;
-    for (std::size_t i = 0; i < got.size(); ++i) {
-        const double e = std::fabs(double(got[i]) - want[i]) / (tol + tol * std::fabs(want[i]));
-        worst = std::max(worst, std::isnan(e) ? INFINITY : e);
-    }
-    return worst;
+    return excess(got, want, tol, tol);
 }
 
-bool same_bits(std::span<const float> a, std::span<const float> b) {
-    return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
-}
 
 }  // namespace
 

@@ -17,11 +17,6 @@ void fill(std::span<float> v, unsigned seed, float s) {
     std::uniform_real_distribution<float> d(-s, s);
     for (auto& x : v) x = d(rng);
 }
-bool same_bits(MatrixView<const float> a, MatrixView<const float> b) {
-    for (std::size_t r = 0; r < a.rows; ++r)
-        if (std::memcmp(a.row(r), b.row(r), a.cols * sizeof(float)) != 0) return false;
-    return a.rows == b.rows && a.cols == b.cols;
-}
 }  // namespace
 
 TEST_CASE("SwiGLU matches down(silu(gate x) * up x) in double", "[mlp]") {

@@ -92,12 +92,6 @@ Naive naive_moe(SparseMoE& moe, MatrixView<const float> x) {
     return r;
 }
 
-bool same_bits(MatrixView<const float> a, MatrixView<const float> b) {
-    if (a.rows != b.rows || a.cols != b.cols) return false;
-    for (std::size_t r = 0; r < a.rows; ++r)
-        if (std::memcmp(a.row(r), b.row(r), a.cols * sizeof(float)) != 0) return false;
-    return true;
-}
 
 void check_against_naive(SparseMoE& moe, MatrixView<const float> x, MatrixView<const float> y) {
     const auto ref = naive_moe(moe, x);
