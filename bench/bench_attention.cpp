@@ -74,14 +74,13 @@ static void BM_attention_decode(benchmark::State& state) {
     kernels::AttentionWorkspace ws;
     auto& ex = bench::pool(threads);
     std::size_t i = 0;
-    for (auto _ : state) {
+    bench::run_with_stream_probe(state, threads, double(kv_bytes), [&] {
         const auto kv = caches[i].view();
         i = (i + 1) % copies;
         kernels::attention(q.view(), kv_len - 1, kv, out.view(), dims, ws, ex);
         benchmark::DoNotOptimize(out.data());
         benchmark::ClobberMemory();
-    }
-    state.SetBytesProcessed(std::int64_t(state.iterations()) * std::int64_t(kv_bytes));
+    });
     bench::set_flops(state, 4.0 * double(kv_len) * double(d) * double(H));
 }
 BENCHMARK(BM_attention_decode)->ArgNames({"kv_len", "threads"})->ArgsProduct({{4096, 32768}, {1, 2}})->UseRealTime()->Unit(benchmark::kMicrosecond);

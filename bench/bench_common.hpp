@@ -5,6 +5,8 @@
 
 #include <hystack/core.hpp>
 
+#include <algorithm>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -48,6 +50,71 @@ inline float stream_sum(const float* p, std::size_t n) {
     float s = simd::reduce_add<Arch>((a0 + a1) + (a2 + a3));
     for (; i < n; ++i) s += p[i];
     return s;
+}
+
+/// Bytes/s of one streaming read of `buf` on `threads` threads (the kernel of BM_stream_read).
+inline double stream_read_once(const Buffer<float>& buf, std::size_t threads) {
+    auto& ex = pool(threads);
+    float sums[64] = {};
+    const std::size_t chunk = 4096, n = buf.size() / chunk * chunk;
+    const auto t0 = std::chrono::steady_clock::now();
+    ex.parallel_for(n / chunk, 1, [&](std::size_t b, std::size_t e, std::size_t c) {
+        sums[c] += stream_sum(buf.data() + b * chunk, (e - b) * chunk);
+    });
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    benchmark::DoNotOptimize(sums);
+    return double(n * sizeof(float)) / s;
+}
+
+/// The streaming-read limit measured beside a bandwidth-bound benchmark, not in another run: this
+/// box shares DRAM with neighbours and its bandwidth drifts by 20% within a minute, so a ratio of two
+/// separate runs mostly measures the drift. Between timed iterations (under PauseTiming) probe()
+/// streams 256 MB (far past the L3); add() records an iteration's own rate next to the probe
+/// before it. report() sets `stream_GB_per_s` (median of the probes) and `pct_of_stream` (median of the
+/// per-iteration ratios). The probe also leaves the caches cold for the next iteration.
+class StreamProbe {
+public:
+    explicit StreamProbe(std::size_t threads, std::size_t bytes = std::size_t(256) << 20)
+        : threads_(threads), buf_(bytes / sizeof(float)) {
+        for (std::size_t i = 0; i < buf_.size(); ++i) buf_[i] = float(i & 1023);
+    }
+    void probe() { last_ = stream_read_once(buf_, threads_); streams_.push_back(last_); }
+    /// An iteration that read `bytes` in `seconds`, compared with the probe just before it.
+    void add(double bytes, double seconds) {
+        if (last_ > 0 && seconds > 0) ratios_.push_back(bytes / seconds / last_);
+    }
+    void report(benchmark::State& state) const {
+        state.counters["stream_GB_per_s"] = median(streams_) / 1e9;
+        state.counters["pct_of_stream"] = 100.0 * median(ratios_);
+    }
+
+private:
+    static double median(std::vector<double> v) {
+        if (v.empty()) return 0.0;
+        std::sort(v.begin(), v.end());
+        return v[v.size() / 2];
+    }
+    std::size_t threads_;
+    Buffer<float> buf_;
+    double last_ = 0.0;
+    std::vector<double> streams_, ratios_;
+};
+
+/// Runs a bandwidth-bound benchmark loop: per iteration a stream probe (untimed), then body() timed;
+/// `bytes` is what one body() reads. Sets the bytes/s rate and the StreamProbe counters.
+template <class Body>
+void run_with_stream_probe(benchmark::State& state, std::size_t threads, double bytes, Body&& body) {
+    StreamProbe probe(threads);
+    for (auto _ : state) {
+        state.PauseTiming();
+        probe.probe();
+        state.ResumeTiming();
+        const auto t0 = std::chrono::steady_clock::now();
+        body();
+        probe.add(bytes, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    state.SetBytesProcessed(std::int64_t(double(state.iterations()) * bytes));
+    probe.report(state);
 }
 
 }  // namespace hystack::bench

@@ -18,14 +18,7 @@ static void BM_stream_read(benchmark::State& state) {
         buf.resize(n);
         for (std::size_t i = 0; i < n; ++i) buf[i] = float(i & 1023);
     }
-    auto& ex = bench::pool(threads);
-    for (auto _ : state) {
-        float sums[64] = {};
-        ex.parallel_for(n / 4096, 1, [&](std::size_t b, std::size_t e, std::size_t c) {
-            sums[c] = bench::stream_sum(buf.data() + b * 4096, (e - b) * 4096);
-        });
-        benchmark::DoNotOptimize(sums);
-    }
+    for (auto _ : state) benchmark::DoNotOptimize(bench::stream_read_once(buf, threads));
     state.SetBytesProcessed(std::int64_t(state.iterations()) * std::int64_t(n * sizeof(float)));
 }
 BENCHMARK(BM_stream_read)->ArgNames({"threads"})->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);

@@ -58,13 +58,12 @@ static void BM_linear_gemv(benchmark::State& state) {
     fill_random(x.span(), 1);
     auto& ex = bench::pool(threads);
     std::size_t k = 0;
-    for (auto _ : state) {
+    bench::run_with_stream_probe(state, threads, double(wbytes), [&] {
         kernels::linear(x.view(), Ws[k].view(), {}, y.view(), ex);
         k = k + 1 == copies ? 0 : k + 1;
         benchmark::DoNotOptimize(y.data());
         benchmark::ClobberMemory();
-    }
-    state.SetBytesProcessed(std::int64_t(state.iterations()) * std::int64_t(wbytes));
+    });
     bench::set_flops(state, 2.0 * double(L) * double(in) * double(out));
 }
 BENCHMARK(BM_linear_gemv)

@@ -130,7 +130,7 @@ BENCHMARK(BM_mamba_prefill)
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 
-// Decode step with cold weights: steps rotate over enough mixer copies (17 MB of weights each) that the weights of
+// Decode step with cold weights: steps rotate over enough mixer copies (~25 MB of weights each) that the weights of
 // the one stepping are out of cache. items = tokens; bytes = weight bytes read.
 static void BM_mamba_step(benchmark::State& state) {
     const std::size_t threads = std::size_t(state.range(0));
@@ -150,13 +150,12 @@ static void BM_mamba_step(benchmark::State& state) {
     auto& ex = bench::pool(threads);
     for (std::size_t i = 0; i < mixers.size(); ++i) mixers[i]->step(x, states[i], y, ex);  // warm-up (scratch)
     std::size_t i = 0;
-    for (auto _ : state) {
+    bench::run_with_stream_probe(state, threads, double(mixers[0]->weight_bytes()), [&] {
         mixers[i]->step(x, states[i], y, ex);
         benchmark::DoNotOptimize(y.data());
         i = i + 1 == mixers.size() ? 0 : i + 1;
-    }
+    });
     state.SetItemsProcessed(std::int64_t(state.iterations()));
-    state.SetBytesProcessed(std::int64_t(state.iterations()) * std::int64_t(mixers[0]->weight_bytes()));
     state.counters["mixers"] = double(mixers.size());
 }
 BENCHMARK(BM_mamba_step)->ArgNames({"threads"})->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMicrosecond);

@@ -4,8 +4,8 @@
 //   BM_model_prefill: 512 tokens from a fresh state (items = tokens).
 //   BM_model_decode: one token at 512 tokens of context (items = tokens; bytes = weights read per
 //   token, so bytes_per_second compares with BM_stream_read). Counters: bound_tokens_per_s =
-//   streaming read bandwidth (measured here, same threads) / weight bytes per token, and
-//   pct_of_bound = achieved / bound.
+//   streaming read bandwidth (probed between the iterations, same threads: bench::StreamProbe) /
+//   weight bytes per token, and pct_of_bound = achieved / bound (median of per-iteration ratios).
 #include <hystack/hystack.hpp>
 
 #include <algorithm>
@@ -36,31 +36,6 @@ std::vector<token_id> prompt(std::size_t n) {
     std::vector<token_id> ids(n);
     for (std::size_t i = 0; i < n; ++i) ids[i] = token_id((i * 37 + 11) % 256);
     return ids;
-}
-
-// Streaming read bandwidth (bytes/s) on `threads` threads, measured like BM_stream_read (median of 5).
-double stream_bandwidth(std::size_t threads) {
-    static double cached[3] = {0, 0, 0};
-    if (threads < 3 && cached[threads] > 0) return cached[threads];
-    const std::size_t n = (512u << 20) / sizeof(float);
-    Buffer<float> buf(n);
-    for (std::size_t i = 0; i < n; ++i) buf[i] = float(i & 1023);
-    auto& ex = bench::pool(threads);
-    std::vector<double> rates;
-    for (int rep = 0; rep < 5; ++rep) {
-        float sums[64] = {};
-        const auto t0 = std::chrono::steady_clock::now();
-        ex.parallel_for(n / 4096, 1, [&](std::size_t b, std::size_t e, std::size_t c) {
-            sums[c] = bench::stream_sum(buf.data() + b * 4096, (e - b) * 4096);
-        });
-        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        benchmark::DoNotOptimize(sums);
-        rates.push_back(double(n * sizeof(float)) / s);
-    }
-    std::sort(rates.begin(), rates.end());
-    const double best = rates[rates.size() / 2];  // median, like BM_stream_read's reported median
-    if (threads < 3) cached[threads] = best;
-    return best;
 }
 
 }  // namespace
@@ -95,25 +70,27 @@ static void BM_model_decode(benchmark::State& state) {
     auto st = base;
     token_id t = 65;
     lm.step(t, st, ex);  // warm the decode scratch
-    double step_seconds = 0;
+    const double bytes = double(lm.weight_bytes_per_token());
+    bench::StreamProbe probe(threads);
     for (auto _ : state) {
         state.PauseTiming();
         st = base;  // back to `ctx` tokens of context (same-size copy: no allocation)
+        probe.probe();
         state.ResumeTiming();
         const auto t0 = std::chrono::steady_clock::now();
         auto logits = lm.step(t, st, ex);
         benchmark::DoNotOptimize(logits.data());
-        step_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        probe.add(bytes, s);
     }
-    const double bytes = double(lm.weight_bytes_per_token());
     state.SetItemsProcessed(std::int64_t(state.iterations()));
     state.SetBytesProcessed(std::int64_t(double(state.iterations()) * bytes));
-    const double bw = stream_bandwidth(threads);
+    probe.report(state);
     state.counters["weight_MB_per_token"] = bytes / 1e6;
-    state.counters["bound_tokens_per_s"] = bw / bytes;
     state.counters["tokens_per_s"] = benchmark::Counter(double(state.iterations()), benchmark::Counter::kIsRate);
-    state.counters["stream_GB_per_s"] = bw / 1e9;
-    state.counters["pct_of_bound"] = step_seconds > 0 ? 100.0 * (double(state.iterations()) / step_seconds) / (bw / bytes) : 0;
+    // bound = stream bandwidth / bytes per token; pct_of_bound is pct_of_stream (same ratio)
+    state.counters["bound_tokens_per_s"] = state.counters["stream_GB_per_s"].value * 1e9 / bytes;
+    state.counters["pct_of_bound"] = state.counters["pct_of_stream"].value;
 }
 BENCHMARK(BM_model_decode)
     ->ArgNames({"context", "threads"})

@@ -77,14 +77,13 @@ static void BM_moe_step(benchmark::State& state) {
     std::vector<float> y(d_model);
     auto& ex = bench::pool(threads);
     std::size_t i = 0;
-    for (auto _ : state) {
+    const double bytes = double(top_k) * swiglu_bytes + double(experts * d_model * sizeof(float));
+    bench::run_with_stream_probe(state, threads, bytes, [&] {
         moes[i & 1]->step(std::span<const float>(xs.row(i % 16), d_model), y, ex);
         ++i;
         benchmark::DoNotOptimize(y.data());
         benchmark::ClobberMemory();
-    }
-    const double bytes = double(top_k) * swiglu_bytes + double(experts * d_model * sizeof(float));
-    state.SetBytesProcessed(std::int64_t(double(state.iterations()) * bytes));
+    });
     bench::set_flops(state, double(top_k) * swiglu_flops);
 }
 BENCHMARK(BM_moe_step)
@@ -124,12 +123,11 @@ static void BM_swiglu_step(benchmark::State& state) {
     fill_random(x, 13, 1.0f);
     auto& ex = bench::pool(threads);
     std::size_t i = 0;
-    for (auto _ : state) {
+    bench::run_with_stream_probe(state, threads, swiglu_bytes, [&] {
         mlps[i++ & 3]->step(x, y, ex);
         benchmark::DoNotOptimize(y.data());
         benchmark::ClobberMemory();
-    }
-    state.SetBytesProcessed(std::int64_t(double(state.iterations()) * swiglu_bytes));
+    });
     bench::set_flops(state, swiglu_flops);
 }
 BENCHMARK(BM_swiglu_step)

@@ -2,6 +2,7 @@
 // one-token prefill (bit for bit), 1 vs 2 threads bit-identical, errors.
 #include <hystack/kernels.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -126,4 +127,34 @@ TEST_CASE("causal_conv1d: every shape mismatch throws hystack::error naming the 
                       ContainsSubstring("causal_conv1d_step: x: expected [20], got [21]"));
     CHECK_THROWS_WITH(kernels::causal_conv1d_step(v, c.w.view(), c.bias, s.view(), v1), ContainsSubstring("out"));
     CHECK_THROWS_WITH(kernels::causal_conv1d_step(v, c.w.view(), c.bias, sbad.view(), v), ContainsSubstring("state"));
+}
+
+TEST_CASE("causal_conv1d: outputs past the streaming-store threshold equal chunked calls and the reference",
+          "[causal_conv1d]") {
+    // One call whose output exceeds conv1d_stream_bytes (non-temporal stores) against the same tokens in chunks that
+    // stay below it (plain stores): the values must not depend on how they were stored.
+    const std::size_t d = 2048 + 16, K = 4;
+    const std::size_t L = kernels::detail::conv1d_stream_bytes / (d * sizeof(float)) + 5;
+    ConvCase c(L, d, K, 77);
+    for (std::size_t threads : {1, 2}) {
+        ThreadPool pool(threads);
+        Matrix<float> s = c.s0, out(L, d);
+        kernels::causal_conv1d(c.x.view(), c.w.view(), c.bias, s.view(), out.view(), pool);
+        Matrix<float> s2 = c.s0, out2(L, d);
+        const std::size_t chunk = L / 4 + 1;
+        for (std::size_t t0 = 0; t0 < L; t0 += chunk) {
+            const std::size_t n = std::min(chunk, L - t0);
+            kernels::causal_conv1d(c.x.view().rows_slice(t0, n), c.w.view(), c.bias, s2.view(), out2.view().rows_slice(t0, n),
+                                   pool);
+        }
+        INFO("threads=" << threads);
+        CHECK(same_bits(out.span(), out2.span()));
+        CHECK(same_bits(s.span(), s2.span()));
+        // spot check against the reference on the last 3 tokens (whose inputs include the previous K-1)
+        Matrix<float> sr(K - 1, d), outr(3, d);
+        for (std::size_t j = 0; j + 1 < K; ++j)
+            for (std::size_t i = 0; i < d; ++i) sr(j, i) = c.x(L - 3 - (K - 1) + j, i);
+        kernels::causal_conv1d_reference(c.x.view().rows_slice(L - 3, 3), c.w.view(), c.bias, sr.view(), outr.view());
+        CHECK(excess(std::span<const float>(out.row(L - 3), 3 * d), outr.span(), 1e-5, 1e-5) <= 1);
+    }
 }

