@@ -26,16 +26,15 @@ static void run_prefill(benchmark::State& state, std::size_t L, std::size_t wind
     kernels::AttentionWorkspace ws;
     auto& ex = bench::pool(threads);
     const auto kv = kernels::KVView::of(k.view(), v.view());
-    for (auto _ : state) {
-        kernels::attention(q.view(), 0, kv, out.view(), dims, ws, ex);
-        benchmark::DoNotOptimize(out.data());
-        benchmark::ClobberMemory();
-    }
     // Useful FLOPs: QK^T and PV over the visible (i, j) pairs, 2 FLOPs per multiply-add each.
     double pairs = 0;
     for (std::size_t i = 0; i < L; ++i) pairs += double(window ? std::min(i + 1, window) : i + 1);
     const double causal_half = double(L) * double(L) / 2.0;
-    bench::set_flops(state, 4.0 * (window ? pairs : causal_half) * double(d) * double(H));
+    bench::run_with_peak_probe(state, threads, 4.0 * (window ? pairs : causal_half) * double(d) * double(H), [&] {
+        kernels::attention(q.view(), 0, kv, out.view(), dims, ws, ex);
+        benchmark::DoNotOptimize(out.data());
+        benchmark::ClobberMemory();
+    });
     state.SetItemsProcessed(std::int64_t(state.iterations()) * std::int64_t(L));
 }
 

@@ -117,4 +117,77 @@ void run_with_stream_probe(benchmark::State& state, std::size_t threads, double 
     probe.report(state);
 }
 
+/// fp32 FMA peak kernel: 12 independent accumulator chains, no memory traffic (2 * 12 * width FLOPs per iteration).
+template <class Arch = simd::default_arch>
+inline float fma_chains(std::size_t iters) {
+    using B = simd::batch<Arch>;
+    B acc[12];
+    for (int i = 0; i < 12; ++i) acc[i] = B(float(i) * 0.001f);
+    const B m(0.999999f), a(1e-7f);
+    for (std::size_t it = 0; it < iters; ++it)
+        for (int i = 0; i < 12; ++i) acc[i] = simd::fma<Arch>(acc[i], m, a);
+    B s(0.0f);
+    for (int i = 0; i < 12; ++i) s += acc[i];
+    return simd::reduce_add<Arch>(s);
+}
+
+/// FLOP/s of one fma_chains run of `iters` iterations on each of `threads` threads (the kernel of BM_fma_peak).
+inline double fma_peak_once(std::size_t threads, std::size_t iters = std::size_t(1) << 16) {
+    auto& ex = pool(threads);
+    float r[64] = {};
+    const auto t0 = std::chrono::steady_clock::now();
+    ex.parallel_for(threads, 1, [&](std::size_t, std::size_t, std::size_t c) { r[c] = fma_chains(iters); });
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    benchmark::DoNotOptimize(r);
+    return 2.0 * 12 * double(simd::width<>) * double(iters) * double(threads) / s;
+}
+
+/// The FMA peak measured beside a compute-bound benchmark (the counterpart of StreamProbe): this box's
+/// cores are shared with neighbours and their throughput drifts, so each timed iteration is compared with
+/// a peak measured just before it. report() sets `peak_GFLOPs` (median) and `pct_of_peak` (median of the
+/// per-iteration ratios).
+class PeakProbe {
+public:
+    explicit PeakProbe(std::size_t threads) : threads_(threads) {}
+    void probe() {
+        fma_peak_once(threads_, std::size_t(1) << 12);  // wakes the pool's threads (they sleep during PauseTiming)
+        last_ = fma_peak_once(threads_);
+        peaks_.push_back(last_);
+    }
+    void add(double flops, double seconds) {
+        if (last_ > 0 && seconds > 0) ratios_.push_back(flops / seconds / last_);
+    }
+    void report(benchmark::State& state) const {
+        state.counters["peak_GFLOPs"] = median(peaks_) / 1e9;
+        state.counters["pct_of_peak"] = 100.0 * median(ratios_);
+    }
+
+private:
+    static double median(std::vector<double> v) {
+        if (v.empty()) return 0.0;
+        std::sort(v.begin(), v.end());
+        return v[v.size() / 2];
+    }
+    std::size_t threads_;
+    double last_ = 0.0;
+    std::vector<double> peaks_, ratios_;
+};
+
+/// Runs a compute-bound benchmark loop: per iteration a peak probe (untimed), then body() timed; `flops` is
+/// what one body() computes. Sets the `flops` rate counter and the PeakProbe counters.
+template <class Body>
+void run_with_peak_probe(benchmark::State& state, std::size_t threads, double flops, Body&& body) {
+    PeakProbe probe(threads);
+    for (auto _ : state) {
+        state.PauseTiming();
+        probe.probe();
+        state.ResumeTiming();
+        const auto t0 = std::chrono::steady_clock::now();
+        body();
+        probe.add(flops, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    set_flops(state, flops);
+    probe.report(state);
+}
+
 }  // namespace hystack::bench

@@ -23,26 +23,14 @@ static void BM_stream_read(benchmark::State& state) {
 }
 BENCHMARK(BM_stream_read)->ArgNames({"threads"})->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
 
-// fp32 FMA peak: 12 independent accumulator chains per thread, no memory traffic.
-template <class Arch = simd::default_arch>
-static float fma_chains(std::size_t iters) {
-    using B = simd::batch<Arch>;
-    B acc[12];
-    for (int i = 0; i < 12; ++i) acc[i] = B(float(i) * 0.001f);
-    const B m(0.999999f), a(1e-7f);
-    for (std::size_t it = 0; it < iters; ++it)
-        for (int i = 0; i < 12; ++i) acc[i] = simd::fma<Arch>(acc[i], m, a);
-    B s(0.0f);
-    for (int i = 0; i < 12; ++i) s += acc[i];
-    return simd::reduce_add<Arch>(s);
-}
+// fp32 FMA peak: 12 independent accumulator chains per thread, no memory traffic (bench::fma_chains).
 static void BM_fma_peak(benchmark::State& state) {
     const std::size_t threads = std::size_t(state.range(0));
     const std::size_t iters = 1u << 16;
     auto& ex = bench::pool(threads);
     for (auto _ : state) {
         float r[64] = {};
-        ex.parallel_for(threads, 1, [&](std::size_t b, std::size_t, std::size_t c) { r[c] = fma_chains(iters); });
+        ex.parallel_for(threads, 1, [&](std::size_t b, std::size_t, std::size_t c) { r[c] = bench::fma_chains(iters); });
         benchmark::DoNotOptimize(r);
     }
     bench::set_flops(state, 2.0 * 12 * simd::width<> * double(iters) * double(threads));
@@ -113,14 +101,14 @@ static void BM_pool_1ms(benchmark::State& state) {
     // Calibrate a spin that takes ~0.5 ms per half on this machine.
     static std::size_t iters_half = [] {
         auto t0 = std::chrono::steady_clock::now();
-        benchmark::DoNotOptimize(fma_chains(1u << 14));
+        benchmark::DoNotOptimize(bench::fma_chains(1u << 14));
         const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         return std::size_t(double(1u << 14) * 0.5e-3 / s);
     }();
     for (auto _ : state) {
         float r[2] = {};
         ex.parallel_for(2, 1, [&](std::size_t b, std::size_t e) {
-            for (std::size_t i = b; i < e; ++i) r[i] = fma_chains(iters_half);
+            for (std::size_t i = b; i < e; ++i) r[i] = bench::fma_chains(iters_half);
         });
         benchmark::DoNotOptimize(r);
     }

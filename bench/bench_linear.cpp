@@ -23,12 +23,11 @@ static void BM_linear(benchmark::State& state) {
     fill_random(x.span(), 1);
     fill_random(W.span(), 2);
     auto& ex = bench::pool(threads);
-    for (auto _ : state) {
+    bench::run_with_peak_probe(state, threads, 2.0 * double(L) * double(in) * double(out), [&] {
         kernels::linear(x.view(), W.view(), {}, y.view(), ex);
         benchmark::DoNotOptimize(y.data());
         benchmark::ClobberMemory();
-    }
-    bench::set_flops(state, 2.0 * double(L) * double(in) * double(out));
+    });
     state.SetItemsProcessed(std::int64_t(state.iterations()) * std::int64_t(L));
 }
 BENCHMARK(BM_linear)

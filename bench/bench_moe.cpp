@@ -50,13 +50,12 @@ static void BM_moe_prefill(benchmark::State& state) {
     Matrix<float> x(L, d_model), y(L, d_model);
     fill_random(x.span(), 7, 1.0f);
     auto& ex = bench::pool(threads);
-    for (auto _ : state) {
+    const double flops = double(L) * double(top_k) * swiglu_flops + 2.0 * double(L) * double(d_model) * double(experts);
+    bench::run_with_peak_probe(state, threads, flops, [&] {
         moe->prefill(x, y.view(), ex);
         benchmark::DoNotOptimize(y.data());
         benchmark::ClobberMemory();
-    }
-    const double flops = double(L) * double(top_k) * swiglu_flops + 2.0 * double(L) * double(d_model) * double(experts);
-    bench::set_flops(state, flops);
+    });
     state.SetItemsProcessed(std::int64_t(state.iterations()) * std::int64_t(L));
     state.counters["lb"] = moe->router_stats().load_balancing;
 }
@@ -100,12 +99,11 @@ static void BM_swiglu_prefill(benchmark::State& state) {
     Matrix<float> x(L, d_model), y(L, d_model);
     fill_random(x.span(), 11, 1.0f);
     auto& ex = bench::pool(threads);
-    for (auto _ : state) {
+    bench::run_with_peak_probe(state, threads, double(L) * swiglu_flops, [&] {
         mlp->prefill(x, y.view(), ex);
         benchmark::DoNotOptimize(y.data());
         benchmark::ClobberMemory();
-    }
-    bench::set_flops(state, double(L) * swiglu_flops);
+    });
     state.SetItemsProcessed(std::int64_t(state.iterations()) * std::int64_t(L));
 }
 BENCHMARK(BM_swiglu_prefill)

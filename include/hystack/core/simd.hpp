@@ -141,6 +141,19 @@ inline const std::size_t* haddp_slots() {
 template <class Arch>
 inline batch<Arch> fma(const batch<Arch>& a, const batch<Arch>& b, const batch<Arch>& c) { return xsimd::fma(a, b, c); }
 
+/// Keeps v in a register from here on: the compiler may no longer fold the load that produced v into
+/// each instruction that uses it (linear's tile: 11 instead of 27 loads per 24 FMAs). A no-op off x86.
+template <class Arch>
+inline void pin(batch<Arch>& v) {
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+    typename batch<Arch>::register_type r = v;
+    __asm__("" : "+v"(r));
+    v = batch<Arch>(r);
+#else
+    (void)v;
+#endif
+}
+
 /// Whether Arch scales by a power of two in one instruction (AVX-512's vscalefps).
 #if defined(__AVX512F__)
 template <class Arch>

@@ -58,7 +58,7 @@ namespace detail {
 /// K block: the 8 W rows of a tile over one block (32 KB) stay in L1 while the tile sweeps the x rows.
 inline constexpr std::size_t linear_kc = 1024;
 /// x rows of one M block (Mc rows x in floats) are kept within this many bytes (L2).
-inline constexpr std::size_t linear_x_block_bytes = 384u << 10;
+inline constexpr std::size_t linear_x_block_bytes = 512u << 10;
 /// Most M tiles in one M block when K spans several blocks (Mc <= x_block_bytes / (kc * 4)).
 inline constexpr std::size_t linear_max_tiles = linear_x_block_bytes / (linear_kc * sizeof(float));
 
@@ -91,7 +91,8 @@ HYSTACK_LINEAR_NOINLINE void dot_tile(const float* const* xr, const float* const
         B xv[RM];
         for (int i = 0; i < RM; ++i) xv[i] = simd::load<Arch>(xp[i] + k);
         for (int j = 0; j < RN; ++j) {
-            const B wv = simd::load<Arch>(wp[j] + k);
+            B wv = simd::load<Arch>(wp[j] + k);
+            if constexpr (RM > 1) simd::pin<Arch>(wv);  // one load of w_j for its RM FMAs
             for (int i = 0; i < RM; ++i) acc[i * RN + j] = simd::fma<Arch>(xv[i], wv, acc[i * RN + j]);
         }
     }
@@ -196,9 +197,9 @@ inline std::size_t linear_grain(std::size_t M, std::size_t K, std::size_t rows_p
 }
 
 /// Runs `body` with the tile shape for M rows: RM = min(M, 3) rows of x against RN = 8 rows of W
-/// (24 accumulators). GCC keeps the RM x vectors in registers and folds each W load into its RM FMAs,
-/// so a k step costs RM + RM*8 loads for RM*8 FMAs; measured on Zen 5 (GCC 12), <3, 8> beats <4, 4>
-/// by ~10%. Decode (M = 1, 2) streams 8 W rows at a time.
+/// (24 accumulators). The RM x vectors stay in registers and each W vector is loaded once for its RM
+/// FMAs (simd::pin: left alone, GCC folds the W load into every FMA, 27 loads per 24 FMAs, and the tile
+/// is load bound at ~45% of peak instead of ~65%). Decode (M = 1, 2) streams 8 W rows at a time.
 template <class Arch, class Body>
 inline void with_tile_shape(std::size_t M, Body&& body) {
     if (M == 1)
