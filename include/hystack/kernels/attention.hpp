@@ -415,7 +415,8 @@ inline void dot_pv(const DotPLayout& P, std::size_t r0, const float* alpha, cons
         B p[RG];
         for (int r = 0; r < RG; ++r) p[r] = B(pb[r][pi[r][k]]);
         for (int c = 0; c < DC; ++c) {
-            const B v = simd::load<Arch>(vr + c * Wd);
+            B v = simd::load<Arch>(vr + c * Wd);
+            if constexpr (RG > 1) simd::pin<Arch>(v);  // one load for the RG rows
             for (int r = 0; r < RG; ++r) acc[r][c] = simd::fma<Arch>(p[r], v, acc[r][c]);
         }
     }
@@ -464,9 +465,11 @@ inline void dot_scores2(const float* q0, const float* q1, const float* kbase, st
             if (k < npf)  // key k of the next tile
                 for (std::size_t off = 0; off < DC * Wd; off += 16) prefetch(kr + prefetch_tiles * dot_tile<Arch> * kstride + off);
             B kc = simd::load<Arch>(kr);
+            simd::pin<Arch>(kc);  // one load for both rows
             B x0 = qa[0] * kc, x1 = qb[0] * kc;
             for (int c = 1; c < DC; ++c) {
                 kc = simd::load<Arch>(kr + c * Wd);
+                simd::pin<Arch>(kc);
                 x0 = simd::fma<Arch>(qa[c], kc, x0);
                 x1 = simd::fma<Arch>(qb[c], kc, x1);
             }
