@@ -9,7 +9,10 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <string>
+#include <utility>
 #include <vector>
 
 namespace hystack::bench {
@@ -66,26 +69,26 @@ inline double stream_read_once(const Buffer<float>& buf, std::size_t threads) {
     return double(n * sizeof(float)) / s;
 }
 
-/// The streaming-read limit measured beside a bandwidth-bound benchmark, not in another run: this
-/// box shares DRAM with neighbours and its bandwidth drifts by 20% within a minute, so a ratio of two
-/// separate runs mostly measures the drift. Between timed iterations (under PauseTiming) probe()
-/// streams 256 MB (far past the L3); add() records an iteration's own rate next to the probe
-/// before it. report() sets `stream_GB_per_s` (median of the probes) and `pct_of_stream` (median of the
-/// per-iteration ratios). The probe also leaves the caches cold for the next iteration.
-class StreamProbe {
+/// A machine limit measured beside a benchmark, not in another run: this box shares its cores and DRAM with
+/// neighbours, and bandwidth and FMA throughput drift by 20% within a minute, so a ratio of two separate runs
+/// mostly measures the drift. Between timed iterations (under PauseTiming) probe() measures the limit once;
+/// add() records an iteration's own rate against the probe just before it. report() sets the limit's median
+/// (`limit_name`, in units of 1e9) and `pct_name`, the median of the per-iteration ratios, in percent.
+class LimitProbe {
 public:
-    explicit StreamProbe(std::size_t threads, std::size_t bytes = std::size_t(256) << 20)
-        : threads_(threads), buf_(bytes / sizeof(float)) {
-        for (std::size_t i = 0; i < buf_.size(); ++i) buf_[i] = float(i & 1023);
+    LimitProbe(std::function<double()> measure, std::string limit_name, std::string pct_name)
+        : measure_(std::move(measure)), limit_name_(std::move(limit_name)), pct_name_(std::move(pct_name)) {}
+    void probe() {
+        last_ = measure_();
+        limits_.push_back(last_);
     }
-    void probe() { last_ = stream_read_once(buf_, threads_); streams_.push_back(last_); }
-    /// An iteration that read `bytes` in `seconds`, compared with the probe just before it.
-    void add(double bytes, double seconds) {
-        if (last_ > 0 && seconds > 0) ratios_.push_back(bytes / seconds / last_);
+    /// An iteration that did `amount` (bytes, FLOPs) in `seconds`, against the last probe.
+    void add(double amount, double seconds) {
+        if (last_ > 0 && seconds > 0) ratios_.push_back(amount / seconds / last_);
     }
     void report(benchmark::State& state) const {
-        state.counters["stream_GB_per_s"] = median(streams_) / 1e9;
-        state.counters["pct_of_stream"] = 100.0 * median(ratios_);
+        state.counters[limit_name_] = median(limits_) / 1e9;
+        state.counters[pct_name_] = 100.0 * median(ratios_);
     }
 
 private:
@@ -94,27 +97,18 @@ private:
         std::sort(v.begin(), v.end());
         return v[v.size() / 2];
     }
-    std::size_t threads_;
-    Buffer<float> buf_;
+    std::function<double()> measure_;
+    std::string limit_name_, pct_name_;
     double last_ = 0.0;
-    std::vector<double> streams_, ratios_;
+    std::vector<double> limits_, ratios_;
 };
 
-/// Runs a bandwidth-bound benchmark loop: per iteration a stream probe (untimed), then body() timed;
-/// `bytes` is what one body() reads. Sets the bytes/s rate and the StreamProbe counters.
-template <class Body>
-void run_with_stream_probe(benchmark::State& state, std::size_t threads, double bytes, Body&& body) {
-    StreamProbe probe(threads);
-    for (auto _ : state) {
-        state.PauseTiming();
-        probe.probe();
-        state.ResumeTiming();
-        const auto t0 = std::chrono::steady_clock::now();
-        body();
-        probe.add(bytes, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-    }
-    state.SetBytesProcessed(std::int64_t(double(state.iterations()) * bytes));
-    probe.report(state);
+/// Streaming read of 256 MB (far past the L3) on `threads` threads: `stream_GB_per_s`, `pct_of_stream`.
+/// It also leaves the caches cold for the next iteration.
+inline LimitProbe stream_probe(std::size_t threads) {
+    auto buf = std::make_shared<Buffer<float>>((std::size_t(256) << 20) / sizeof(float));
+    for (std::size_t i = 0; i < buf->size(); ++i) (*buf)[i] = float(i & 1023);
+    return LimitProbe([buf, threads] { return stream_read_once(*buf, threads); }, "stream_GB_per_s", "pct_of_stream");
 }
 
 /// fp32 FMA peak kernel: 12 independent accumulator chains, no memory traffic (2 * 12 * width FLOPs per iteration).
@@ -142,52 +136,42 @@ inline double fma_peak_once(std::size_t threads, std::size_t iters = std::size_t
     return 2.0 * 12 * double(simd::width<>) * double(iters) * double(threads) / s;
 }
 
-/// The FMA peak measured beside a compute-bound benchmark (the counterpart of StreamProbe): this box's
-/// cores are shared with neighbours and their throughput drifts, so each timed iteration is compared with
-/// a peak measured just before it. report() sets `peak_GFLOPs` (median) and `pct_of_peak` (median of the
-/// per-iteration ratios).
-class PeakProbe {
-public:
-    explicit PeakProbe(std::size_t threads) : threads_(threads) {}
-    void probe() {
-        fma_peak_once(threads_, std::size_t(1) << 12);  // wakes the pool's threads (they sleep during PauseTiming)
-        last_ = fma_peak_once(threads_);
-        peaks_.push_back(last_);
-    }
-    void add(double flops, double seconds) {
-        if (last_ > 0 && seconds > 0) ratios_.push_back(flops / seconds / last_);
-    }
-    void report(benchmark::State& state) const {
-        state.counters["peak_GFLOPs"] = median(peaks_) / 1e9;
-        state.counters["pct_of_peak"] = 100.0 * median(ratios_);
-    }
+/// FMA peak on `threads` threads: `peak_GFLOPs`, `pct_of_peak`.
+inline LimitProbe peak_probe(std::size_t threads) {
+    return LimitProbe(
+        [threads] {
+            fma_peak_once(threads, std::size_t(1) << 12);  // wakes the pool's threads (they sleep during PauseTiming)
+            return fma_peak_once(threads);
+        },
+        "peak_GFLOPs", "pct_of_peak");
+}
 
-private:
-    static double median(std::vector<double> v) {
-        if (v.empty()) return 0.0;
-        std::sort(v.begin(), v.end());
-        return v[v.size() / 2];
-    }
-    std::size_t threads_;
-    double last_ = 0.0;
-    std::vector<double> peaks_, ratios_;
-};
-
-/// Runs a compute-bound benchmark loop: per iteration a peak probe (untimed), then body() timed; `flops` is
-/// what one body() computes. Sets the `flops` rate counter and the PeakProbe counters.
+/// The loop of a probed benchmark: per iteration probe.probe() (untimed), then body() timed, doing `amount`.
 template <class Body>
-void run_with_peak_probe(benchmark::State& state, std::size_t threads, double flops, Body&& body) {
-    PeakProbe probe(threads);
+void run_probed(benchmark::State& state, LimitProbe probe, double amount, Body&& body) {
     for (auto _ : state) {
         state.PauseTiming();
         probe.probe();
         state.ResumeTiming();
         const auto t0 = std::chrono::steady_clock::now();
         body();
-        probe.add(flops, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        probe.add(amount, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     }
-    set_flops(state, flops);
     probe.report(state);
+}
+
+/// Bandwidth-bound loop: body() reads `bytes`; sets the bytes/s rate and the stream probe's counters.
+template <class Body>
+void run_with_stream_probe(benchmark::State& state, std::size_t threads, double bytes, Body&& body) {
+    run_probed(state, stream_probe(threads), bytes, body);
+    state.SetBytesProcessed(std::int64_t(double(state.iterations()) * bytes));
+}
+
+/// Compute-bound loop: body() computes `flops`; sets the `flops` rate and the peak probe's counters.
+template <class Body>
+void run_with_peak_probe(benchmark::State& state, std::size_t threads, double flops, Body&& body) {
+    run_probed(state, peak_probe(threads), flops, body);
+    set_flops(state, flops);
 }
 
 }  // namespace hystack::bench

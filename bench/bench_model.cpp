@@ -4,7 +4,7 @@
 //   BM_model_prefill: 512 tokens from a fresh state (items = tokens).
 //   BM_model_decode: one token at 512 tokens of context (items = tokens; bytes = weights read per
 //   token, so bytes_per_second compares with BM_stream_read). Counters: bound_tokens_per_s =
-//   streaming read bandwidth (probed between the iterations, same threads: bench::StreamProbe) /
+//   streaming read bandwidth (probed between the iterations, same threads: bench::stream_probe) /
 //   weight bytes per token, and pct_of_bound = achieved / bound (median of per-iteration ratios).
 #include <hystack/hystack.hpp>
 
@@ -71,7 +71,7 @@ static void BM_model_decode(benchmark::State& state) {
     token_id t = 65;
     lm.step(t, st, ex);  // warm the decode scratch
     const double bytes = double(lm.weight_bytes_per_token());
-    bench::StreamProbe probe(threads);
+    auto probe = bench::stream_probe(threads);
     for (auto _ : state) {
         state.PauseTiming();
         st = base;  // back to `ctx` tokens of context (same-size copy: no allocation)

@@ -237,3 +237,27 @@ TEST_CASE("bf16: round to nearest even, NaN, inf, exact widening, SIMD arrays ma
     std::vector<bf16> small(3);
     CHECK_THROWS_AS(narrow(std::span<const float>(xs), std::span<bf16>(small)), error);
 }
+
+#if !defined(XSIMD_NO_SUPPORTED_ARCHITECTURE)
+TEST_CASE("exp_nonpos (the scan's decay) equals exp for x <= 0, -inf and denormal results included", "[core]") {
+    constexpr std::size_t W = simd::width<>;
+    std::vector<float> x = {0.0f, -0.0f, -1e-30f, -0.5f, -1.0f, -20.0f, -87.0f, -87.5f, -100.0f, -103.0f, -103.9f,
+                            -120.0f, -1000.0f, -std::numeric_limits<float>::infinity()};
+    for (float v = -110.0f; v < 0.0f; v += 0.37f) x.push_back(v);
+    while (x.size() % W) x.push_back(-2.0f);
+    std::vector<float> a(x.size()), b(x.size());
+    for (std::size_t i = 0; i < x.size(); i += W) {
+        using A = simd::default_arch;
+        simd::store<A>(a.data() + i, math::exp_nonpos<A>(simd::load<A>(x.data() + i)));
+        simd::store<A>(b.data() + i, math::exp<A>(simd::load<A>(x.data() + i)));
+    }
+    for (std::size_t i = 0; i < x.size(); ++i) {
+        INFO("x = " << x[i]);
+        if (x[i] >= -103.9f)
+            CHECK(a[i] == b[i]);  // the same algorithm: bit-identical
+        else
+            CHECK(a[i] <= std::numeric_limits<float>::denorm_min());  // exp's 0, or the smallest denormal
+        CHECK(a[i] >= 0.0f);
+    }
+}
+#endif

@@ -68,6 +68,25 @@ inline float softplus(float x) {
 }
 
 #if !defined(XSIMD_NO_SUPPORTED_ARCHITECTURE)
+namespace detail {
+/// The core of exp on a batch already inside [exp_lo, exp_hi]: n = round(x / ln2) and
+/// p = exp(x - n ln2), so that exp(x) = p * 2^n.
+template <class Arch>
+inline simd::batch<Arch> exp_reduced(const simd::batch<Arch>& xc, simd::batch<Arch>& n) {
+    using B = simd::batch<Arch>;
+    n = simd::round<Arch>(xc * B(log2e));
+    B r = simd::fma<Arch>(-n, B(ln2_hi), xc);
+    r = simd::fma<Arch>(-n, B(ln2_lo), r);
+    B p(p0);
+    p = simd::fma<Arch>(p, r, B(p1));
+    p = simd::fma<Arch>(p, r, B(p2));
+    p = simd::fma<Arch>(p, r, B(p3));
+    p = simd::fma<Arch>(p, r, B(p4));
+    p = simd::fma<Arch>(p, r, B(p5));
+    return simd::fma<Arch>(p, r * r, r + B(1.0f));
+}
+}  // namespace detail
+
 /// exp over a batch: the same algorithm as exp(float).
 template <class Arch>
 inline simd::batch<Arch> exp(const simd::batch<Arch>& x) {
@@ -78,16 +97,8 @@ inline simd::batch<Arch> exp(const simd::batch<Arch>& x) {
     // Lanes that underflow to denormals, overflow, or are NaN take the two-factor path below.
     const bool normal = xsimd::all(x >= B(-87.3f) && x <= B(88.3f));
     const B xc = normal ? x : xsimd::min(xsimd::max(x, B(exp_lo)), B(exp_hi));
-    const B n = simd::round<Arch>(xc * B(log2e));
-    B r = simd::fma<Arch>(-n, B(ln2_hi), xc);
-    r = simd::fma<Arch>(-n, B(ln2_lo), r);
-    B p(p0);
-    p = simd::fma<Arch>(p, r, B(p1));
-    p = simd::fma<Arch>(p, r, B(p2));
-    p = simd::fma<Arch>(p, r, B(p3));
-    p = simd::fma<Arch>(p, r, B(p4));
-    p = simd::fma<Arch>(p, r, B(p5));
-    p = simd::fma<Arch>(p, r * r, r + B(1.0f));
+    B n;
+    const B p = exp_reduced<Arch>(xc, n);
     const I ni = simd::to_int<Arch>(n);
     if (normal) return p * simd::as_float<Arch>((ni + I(127)) << 23);
     const I n1 = ni >> 1;
@@ -98,25 +109,18 @@ inline simd::batch<Arch> exp(const simd::batch<Arch>& x) {
     return xsimd::select(xsimd::isnan(x), x, y);
 }
 /// exp(x) without the NaN and range selects, for the decay exp(dt * A) of the selective scan (A <= 0,
-/// dt >= 0: x <= 0). Equals exp(x) for every x but NaN, except just below exp_lo (-103.97), where it may
-/// give the smallest denormal instead of 0.
-/// With vscalefps it needs no range checks nor branch (the scan runs ~20% faster); elsewhere it is exp.
+/// dt >= 0: x <= 0). Equals exp(x) for x <= exp_hi (not NaN), except just below exp_lo (-103.97), where it
+/// may give the smallest denormal instead of 0. With vscalefps it needs no range check nor branch (the scan
+/// runs ~20% faster); elsewhere it is exp.
 template <class Arch>
 inline simd::batch<Arch> exp_nonpos(const simd::batch<Arch>& x) {
     using namespace detail;
     using B = simd::batch<Arch>;
     if constexpr (simd::has_scalef<Arch>) {
-        const B xc = xsimd::max(x, B(-127.0f));  // -inf -> a finite argument whose exp rounds to 0
-        const B n = simd::round<Arch>(xc * B(log2e));
-        B r = simd::fma<Arch>(-n, B(ln2_hi), xc);
-        r = simd::fma<Arch>(-n, B(ln2_lo), r);
-        B p(p0);
-        p = simd::fma<Arch>(p, r, B(p1));
-        p = simd::fma<Arch>(p, r, B(p2));
-        p = simd::fma<Arch>(p, r, B(p3));
-        p = simd::fma<Arch>(p, r, B(p4));
-        p = simd::fma<Arch>(p, r, B(p5));
-        p = simd::fma<Arch>(p, r * r, r + B(1.0f));
+        // -inf -> a finite argument whose exp rounds to 0
+        const B xc = xsimd::max(x, B(-127.0f));
+        B n;
+        const B p = exp_reduced<Arch>(xc, n);
         return simd::scalef<Arch>(p, n);
     } else {
         return exp<Arch>(x);
