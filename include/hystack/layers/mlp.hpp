@@ -9,6 +9,7 @@
 #include "../core/param.hpp"
 #include "../core/view.hpp"
 #include "../kernels/linear.hpp"
+#include "stateless.hpp"
 
 namespace hystack {
 
@@ -21,8 +22,11 @@ struct SwiGLUConfig {
 /// Weights: "gate_proj.weight", "up_proj.weight" [hidden, d_model], "down_proj.weight" [d_model, hidden].
 /// Stateless. Keeps a workspace grown on demand (the layer is not reentrant: one call at a time);
 /// step allocates nothing once a call of at least its size has run.
-class SwiGLU {
+class SwiGLU : public StatelessLayer<SwiGLU> {
 public:
+    static constexpr const char* name = "SwiGLU";
+    using StatelessLayer<SwiGLU>::prefill;
+
     explicit SwiGLU(const SwiGLUConfig& cfg)
         : cfg_(cfg), gate_(cfg.hidden, cfg.d_model), up_(cfg.hidden, cfg.d_model), down_(cfg.d_model, cfg.hidden) {
         check(cfg.d_model > 0 && cfg.hidden > 0, "SwiGLU: d_model and hidden must be positive, got ", cfg.d_model, ", ",
@@ -52,29 +56,6 @@ public:
         kernels::linear_swiglu(x, gate_.view(), up_.view(), h, exec);
         kernels::linear(h, down_.view(), {}, y, exec);
     }
-    void prefill(MatrixView<const float> x, MatrixView<float> y) {
-        SerialExecutor serial;
-        prefill(x, y, serial);
-    }
-
-    /// One token: x, y [d_model].
-    template <Executor Exec>
-    void step(std::span<const float> x, std::span<float> y, Exec& exec) {
-        check_size("SwiGLU: step x", x, cfg_.d_model);
-        check_size("SwiGLU: step y", y, cfg_.d_model);
-        prefill(MatrixView<const float>(x.data(), 1, cfg_.d_model), MatrixView<float>(y.data(), 1, cfg_.d_model), exec);
-    }
-    void step(std::span<const float> x, std::span<float> y) {
-        SerialExecutor serial;
-        step(x, y, serial);
-    }
-
-    /// B independent tokens: x, y [B, d_model] (the same as prefill: the MLP has no state).
-    template <Executor Exec>
-    void step_batch(MatrixView<const float> x, MatrixView<float> y, Exec& exec) {
-        prefill(x, y, exec);
-    }
-
     /// Workspace bytes currently held.
     std::size_t workspace_bytes() const { return h_.bytes(); }
 

@@ -13,6 +13,7 @@
 #include "../core/view.hpp"
 #include "../kernels/linear.hpp"
 #include "../kernels/moe.hpp"
+#include "stateless.hpp"
 
 namespace hystack {
 
@@ -41,8 +42,11 @@ struct RouterStats {
 /// "experts.{e}.up_proj.weight" [hidden, d_model], "experts.{e}.down_proj.weight" [d_model, hidden].
 /// Stateless. Keeps workspaces grown on demand (not reentrant: one call at a time); step allocates
 /// nothing after construction.
-class SparseMoE {
+class SparseMoE : public StatelessLayer<SparseMoE> {
 public:
+    static constexpr const char* name = "SparseMoE";
+    using StatelessLayer<SparseMoE>::prefill;
+
     explicit SparseMoE(const SparseMoEConfig& cfg)
         : cfg_(cfg),
           router_(cfg.num_experts, cfg.d_model),
@@ -107,29 +111,6 @@ public:
             y, h_.span(), exec);
         update_stats(L);
     }
-    void prefill(MatrixView<const float> x, MatrixView<float> y) {
-        SerialExecutor serial;
-        prefill(x, y, serial);
-    }
-
-    /// One token: x, y [d_model]. Reads only the chosen experts' weights.
-    template <Executor Exec>
-    void step(std::span<const float> x, std::span<float> y, Exec& exec) {
-        check_size("SparseMoE: step x", x, cfg_.d_model);
-        check_size("SparseMoE: step y", y, cfg_.d_model);
-        prefill(MatrixView<const float>(x.data(), 1, cfg_.d_model), MatrixView<float>(y.data(), 1, cfg_.d_model), exec);
-    }
-    void step(std::span<const float> x, std::span<float> y) {
-        SerialExecutor serial;
-        step(x, y, serial);
-    }
-
-    /// B independent tokens: x, y [B, d_model] (the same as prefill: the layer has no state).
-    template <Executor Exec>
-    void step_batch(MatrixView<const float> x, MatrixView<float> y, Exec& exec) {
-        prefill(x, y, exec);
-    }
-
     /// Routing of the last call: expert indices and weights [L, top_k], highest first.
     MatrixView<const std::uint32_t> last_topk_index() const { return {index_.data(), stats_.tokens, cfg_.top_k}; }
     MatrixView<const float> last_topk_weight() const { return {weight_.data(), stats_.tokens, cfg_.top_k}; }
