@@ -441,18 +441,17 @@ inline void dot_pv_rows(std::size_t r0, std::size_t rows, const DotPLayout& P, c
 template <class Arch, int DC>
 inline constexpr bool dot_pairs = W<Arch> % 2 == 0 && 3 * DC + int(W<Arch>) <= acc_regs<Arch> - 2;
 
-// Scores of two rows against the keys of one tile, W/2 keys per reduction: acc index 2m + r' holds
-// (key m of the batch, row r'), and lands in lane slot[2m + r'].
-template <class Arch, int DC, bool Tail>
-inline void dot_scores2(const float* q0, const float* q1, const float* kbase, std::size_t kstride, std::size_t nk,
-                        simd::batch<Arch>* sc, std::size_t npf) {
+// Scores of R rows (1, or 2 sharing each K load) against the keys of one tile, W/R keys per reduction:
+// accumulator R*m + r holds (key m of the batch, row r) and lands in lane slot[R*m + r] of sc[t].
+// Keys past nk (tail tile) recompute key nk-1; the caller masks their lanes.
+template <class Arch, int DC, int R, bool Tail>
+inline void dot_scores(const float* const* q /*[R] rows [D]*/, const float* kbase, std::size_t kstride, std::size_t nk,
+                       simd::batch<Arch>* sc, std::size_t npf) {
     using B = simd::batch<Arch>;
-    constexpr std::size_t Wd = W<Arch>, KP = Wd / 2, NT = dot_tile<Arch> / KP;
-    B qa[DC], qb[DC];
-    for (int c = 0; c < DC; ++c) {
-        qa[c] = simd::load<Arch>(q0 + c * Wd);
-        qb[c] = simd::load<Arch>(q1 + c * Wd);
-    }
+    constexpr std::size_t Wd = W<Arch>, KP = Wd / R, NT = dot_tile<Arch> / KP;
+    B qv[R][DC];
+    for (int r = 0; r < R; ++r)
+        for (int c = 0; c < DC; ++c) qv[r][c] = simd::load<Arch>(q[r] + c * Wd);
     for (std::size_t t = 0; t < NT; ++t) {
         if (Tail && t * KP >= nk) {
             sc[t] = B(neg_inf);
@@ -464,45 +463,14 @@ inline void dot_scores2(const float* q0, const float* q1, const float* kbase, st
             const float* kr = kbase + k * kstride;
             if (k < npf)  // key k of the next tile
                 for (std::size_t off = 0; off < DC * Wd; off += 16) prefetch(kr + prefetch_tiles * dot_tile<Arch> * kstride + off);
-            B kc = simd::load<Arch>(kr);
-            simd::pin<Arch>(kc);  // one load for both rows
-            B x0 = qa[0] * kc, x1 = qb[0] * kc;
-            for (int c = 1; c < DC; ++c) {
-                kc = simd::load<Arch>(kr + c * Wd);
-                simd::pin<Arch>(kc);
-                x0 = simd::fma<Arch>(qa[c], kc, x0);
-                x1 = simd::fma<Arch>(qb[c], kc, x1);
+            // x_r = q_r . K[k], one load of each K vector for the R rows
+            B x[R];
+            for (int c = 0; c < DC; ++c) {
+                B kc = simd::load<Arch>(kr + c * Wd);
+                if constexpr (R > 1) simd::pin<Arch>(kc);
+                for (int r = 0; r < R; ++r) x[r] = c == 0 ? qv[r][0] * kc : simd::fma<Arch>(qv[r][c], kc, x[r]);
             }
-            acc[2 * m] = x0;
-            acc[2 * m + 1] = x1;
-        }
-        sc[t] = simd::haddp_permuted<Arch>(acc);
-    }
-}
-
-// Scores of one row against the keys of one tile: sc[t] lane i = q . K[t*W + key of lane i].
-// Keys past nk (tail tile) recompute key nk-1; the caller masks their lanes.
-template <class Arch, int DC, bool Tail>
-inline void dot_scores(const float* qs, const float* kbase, std::size_t kstride, std::size_t nk, simd::batch<Arch>* sc,
-                       std::size_t npf) {
-    using B = simd::batch<Arch>;
-    constexpr std::size_t Wd = W<Arch>, NT = dot_tile<Arch> / Wd;
-    B qv[DC];
-    for (int c = 0; c < DC; ++c) qv[c] = simd::load<Arch>(qs + c * Wd);
-    for (std::size_t t = 0; t < NT; ++t) {
-        if (Tail && t * Wd >= nk) {
-            sc[t] = B(neg_inf);
-            continue;
-        }
-        B acc[Wd];
-        for (std::size_t m = 0; m < Wd; ++m) {
-            const std::size_t k = Tail ? std::min(t * Wd + m, nk - 1) : t * Wd + m;
-            const float* kr = kbase + k * kstride;
-            if (k < npf)  // key k of the next tile
-                for (std::size_t off = 0; off < DC * Wd; off += 16) prefetch(kr + prefetch_tiles * dot_tile<Arch> * kstride + off);
-            B x = qv[0] * simd::load<Arch>(kr);
-            for (int c = 1; c < DC; ++c) x = simd::fma<Arch>(qv[c], simd::load<Arch>(kr + c * Wd), x);
-            acc[m] = x;
+            for (int r = 0; r < R; ++r) acc[std::size_t(R) * m + std::size_t(r)] = x[r];
         }
         sc[t] = simd::haddp_permuted<Arch>(acc);
     }
@@ -549,10 +517,11 @@ inline void dot_keys(const float* qs, std::size_t Hk, std::size_t G, const KVVie
                 for (std::size_t r = 0; r < paired; r += 2) {
                     const std::size_t h = g * G + r;
                     B sc[NT2];
+                    const float* qr[2] = {qs + h * D, qs + (h + 1) * D};
                     if (nk == TK) {
-                        dot_scores2<Arch, DC, false>(qs + h * D, qs + (h + 1) * D, kb, sg.stride, nk, sc, r == 0 ? npf : 0);
+                        dot_scores<Arch, DC, 2, false>(qr, kb, sg.stride, nk, sc, r == 0 ? npf : 0);
                     } else {
-                        dot_scores2<Arch, DC, true>(qs + h * D, qs + (h + 1) * D, kb, sg.stride, nk, sc, 0);
+                        dot_scores<Arch, DC, 2, true>(qr, kb, sg.stride, nk, sc, 0);
                         for (std::size_t t = 0; t < NT2; ++t)
                             sc[t] = xsimd::select(lane_keys2 + B(float(t * KP)) < B(float(nk)), sc[t], ninf);
                     }
@@ -582,10 +551,11 @@ inline void dot_keys(const float* qs, std::size_t Hk, std::size_t G, const KVVie
                 for (std::size_t r = paired; r < G; ++r) {
                     const std::size_t h = g * G + r;
                     B sc[NT];
+                    const float* qr[1] = {qs + h * D};
                     if (nk == TK) {
-                        dot_scores<Arch, DC, false>(qs + h * D, kb, sg.stride, nk, sc, r == 0 ? npf : 0);
+                        dot_scores<Arch, DC, 1, false>(qr, kb, sg.stride, nk, sc, r == 0 ? npf : 0);
                     } else {
-                        dot_scores<Arch, DC, true>(qs + h * D, kb, sg.stride, nk, sc, 0);
+                        dot_scores<Arch, DC, 1, true>(qr, kb, sg.stride, nk, sc, 0);
                         for (std::size_t t = 0; t < NT; ++t)
                             sc[t] = xsimd::select(lane_keys + B(float(t * Wd)) < B(float(nk)), sc[t], ninf);
                     }
