@@ -55,6 +55,13 @@ inline float stream_sum(const float* p, std::size_t n) {
     return s;
 }
 
+/// A buffer of `bytes` for streaming reads, written once (so its pages exist before the first timing).
+inline Buffer<float> stream_buffer(std::size_t bytes) {
+    Buffer<float> buf(bytes / sizeof(float));
+    for (std::size_t i = 0; i < buf.size(); ++i) buf[i] = float(i & 1023);
+    return buf;
+}
+
 /// Bytes/s of one streaming read of `buf` on `threads` threads (the kernel of BM_stream_read).
 inline double stream_read_once(const Buffer<float>& buf, std::size_t threads) {
     auto& ex = pool(threads);
@@ -106,8 +113,7 @@ private:
 /// Streaming read of 256 MB (far past the L3) on `threads` threads: `stream_GB_per_s`, `pct_of_stream`.
 /// It also leaves the caches cold for the next iteration.
 inline LimitProbe stream_probe(std::size_t threads) {
-    auto buf = std::make_shared<Buffer<float>>((std::size_t(256) << 20) / sizeof(float));
-    for (std::size_t i = 0; i < buf->size(); ++i) (*buf)[i] = float(i & 1023);
+    auto buf = std::make_shared<Buffer<float>>(stream_buffer(std::size_t(256) << 20));
     return LimitProbe([buf, threads] { return stream_read_once(*buf, threads); }, "stream_GB_per_s", "pct_of_stream");
 }
 

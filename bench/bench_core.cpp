@@ -13,11 +13,7 @@ using namespace hystack;
 static void BM_stream_read(benchmark::State& state) {
     const std::size_t threads = std::size_t(state.range(0));
     const std::size_t n = (512u << 20) / sizeof(float);
-    static Buffer<float> buf;
-    if (buf.size() != n) {
-        buf.resize(n);
-        for (std::size_t i = 0; i < n; ++i) buf[i] = float(i & 1023);
-    }
+    static const Buffer<float> buf = bench::stream_buffer(n * sizeof(float));
     for (auto _ : state) benchmark::DoNotOptimize(bench::stream_read_once(buf, threads));
     state.SetBytesProcessed(std::int64_t(state.iterations()) * std::int64_t(n * sizeof(float)));
 }

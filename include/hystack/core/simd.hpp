@@ -154,14 +154,17 @@ inline void pin(batch<Arch>& v) {
 #endif
 }
 
-/// Whether Arch scales by a power of two in one instruction (AVX-512's vscalefps).
+/// Whether Arch is an AVX-512 architecture the compiler flags allow (for the few AVX-512-only wrappers below).
 #if defined(__AVX512F__)
 template <class Arch>
-inline constexpr bool has_scalef = std::is_base_of_v<xsimd::avx512f, Arch>;
+inline constexpr bool is_avx512 = std::is_base_of_v<xsimd::avx512f, Arch>;
 #else
 template <class Arch>
-inline constexpr bool has_scalef = false;
+inline constexpr bool is_avx512 = false;
 #endif
+/// Whether Arch scales by a power of two in one instruction (AVX-512's vscalefps).
+template <class Arch>
+inline constexpr bool has_scalef = is_avx512<Arch>;
 
 /// x * 2^n for integer-valued n (held as floats), rounded once: exact through the denormal range, 0 or inf
 /// past it. Only where has_scalef<Arch>.
@@ -183,7 +186,7 @@ inline batch<Arch> round(const batch<Arch>& v) { return xsimd::nearbyint(v); }
 template <class Arch>
 inline void store_stream(float* p, const batch<Arch>& v) {
 #if defined(__AVX512F__)
-    if constexpr (std::is_base_of_v<xsimd::avx512f, Arch>) {
+    if constexpr (is_avx512<Arch>) {
         _mm512_stream_ps(p, v);
         return;
     }

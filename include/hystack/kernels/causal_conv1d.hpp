@@ -80,16 +80,16 @@ void conv1d_simd_channels(MatrixView<const float> x, MatrixView<const float> w, 
     const std::size_t L = x.rows, K = KC ? KC : w.cols;
     const std::size_t tile = std::min<std::size_t>(2048, std::max<std::size_t>(W, buf / K / W * W));
     alignas(64) float wt[buf];  // wt [K, tile]
+    // Outputs far larger than the caches go around them (no read-for-ownership of out's lines: a third
+    // of the memory traffic); smaller ones stay cached for the projection that reads them next.
+    const bool stream = out.rows * out.cols * sizeof(float) >= conv1d_stream_bytes &&
+                        reinterpret_cast<std::uintptr_t>(out.data) % (W * sizeof(float)) == 0 && out.stride % W == 0 &&
+                        c0 % W == 0;
     for (std::size_t a = c0; a < c1; a += tile) {
         const std::size_t n = std::min(tile, c1 - a);
         for (std::size_t k = 0; k < K; ++k)
             for (std::size_t i = 0; i < n; ++i) wt[k * tile + i] = w(a + i, k);
         const float* rows[kmax];
-        // Outputs far larger than the caches go around them (no read-for-ownership of out's lines: a third
-        // of the memory traffic); smaller ones stay cached for the projection that reads them next.
-        const bool stream = out.rows * out.cols * sizeof(float) >= conv1d_stream_bytes &&
-                            reinterpret_cast<std::uintptr_t>(out.data) % (W * sizeof(float)) == 0 &&
-                            out.stride % W == 0 && c0 % W == 0;
         for (std::size_t t = 0; t < L; ++t) {
             // Row of xs[t - K + 1 + k]: from the state for the first K-1 tokens, else from x.
             for (std::size_t k = 0; k < K; ++k) {
