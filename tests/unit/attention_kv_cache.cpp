@@ -1,6 +1,7 @@
 // KV caches: KVCache (contiguous, fixed capacity), WindowKVCache (ring of W slots), AttentionCache.
 #include <hystack/kernels.hpp>
 
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -16,18 +17,28 @@ Matrix<float> random_matrix(std::size_t r, std::size_t c, unsigned seed) {
     for (auto& x : m.span()) x = dist(rng);
     return m;
 }
-// Reads position p, kv head g of a view back.
-const float* find_k(const kernels::KVView& kv, std::size_t p, std::size_t g, std::size_t d) {
-    for (std::size_t s = 0; s < kv.count; ++s)
-        if (p >= kv.seg[s].pos && p < kv.seg[s].pos + kv.seg[s].n)
-            return kv.seg[s].k + (p - kv.seg[s].pos) * kv.seg[s].stride + kv.seg[s].head_offset(g, d);
-    return nullptr;
+// Slots a cache allocates for n positions: whole K tiles.
+std::size_t slots(std::size_t n) { return (n + kernels::kv_tile - 1) / kernels::kv_tile * kernels::kv_tile; }
+// Reads dim t of the key / value of position p, kv head g back through a view (NaN if absent).
+float find_k(const kernels::KVView& kv, std::size_t p, std::size_t g, std::size_t d, std::size_t t) {
+    for (std::size_t s = 0; s < kv.count; ++s) {
+        const auto& sg = kv.seg[s];
+        if (p >= sg.pos && p < sg.pos + sg.n) return sg.key(p - sg.pos, g, d)[t * sg.key_dim_stride()];
+    }
+    return std::numeric_limits<float>::quiet_NaN();
+}
+float find_v(const kernels::KVView& kv, std::size_t p, std::size_t g, std::size_t d, std::size_t t) {
+    for (std::size_t s = 0; s < kv.count; ++s) {
+        const auto& sg = kv.seg[s];
+        if (p >= sg.pos && p < sg.pos + sg.n) return sg.value(p - sg.pos, g, d)[t];
+    }
+    return std::numeric_limits<float>::quiet_NaN();
 }
 }  // namespace
 
 TEST_CASE("KVCache appends, reports its size and throws past capacity", "[attention_kv_cache]") {
     KVCache c(10, 2, 8);
-    CHECK(c.bytes() == 2 * 10 * 2 * 8 * sizeof(float));
+    CHECK(c.bytes() == 2 * slots(10) * 2 * 8 * sizeof(float));
     CHECK(c.length() == 0);
     auto k = random_matrix(7, 16, 1), v = random_matrix(7, 16, 2);
     c.append(k.view(), v.view());
@@ -38,9 +49,10 @@ TEST_CASE("KVCache appends, reports its size and throws past capacity", "[attent
     CHECK(view.size() == 10);
     for (std::size_t p = 0; p < 10; ++p)
         for (std::size_t i = 0; i < 16; ++i) {
-            REQUIRE(c.k_at(p, i / 8)[i % 8] == k(p % 7, i));
-            REQUIRE(c.v_at(p, i / 8)[i % 8] == v(p % 7, i));
-            REQUIRE(find_k(view, p, i / 8, 8)[i % 8] == k(p % 7, i));
+            REQUIRE(c.key(p, i / 8, i % 8) == k(p % 7, i));
+            REQUIRE(c.value(p, i / 8, i % 8) == v(p % 7, i));
+            REQUIRE(find_k(view, p, i / 8, 8, i % 8) == k(p % 7, i));
+            REQUIRE(find_v(view, p, i / 8, 8, i % 8) == v(p % 7, i));
         }
     try {
         c.append(MatrixView<const float>(k.view()).rows_slice(0, 1), MatrixView<const float>(v.view()).rows_slice(0, 1));
@@ -57,27 +69,28 @@ TEST_CASE("KVCache appends, reports its size and throws past capacity", "[attent
 }
 
 TEST_CASE("WindowKVCache keeps the last W positions in O(W) memory", "[attention_kv_cache]") {
-    const std::size_t W = 5;
-    WindowKVCache c(W, 2, 4);
-    CHECK(c.bytes() == 2 * W * 8 * sizeof(float));
-    auto k = random_matrix(40, 8, 1), v = random_matrix(40, 8, 2);
-    std::size_t fed = 0;
-    for (std::size_t n : {1, 2, 3, 7, 1, 1, 12, 4, 9}) {
-        c.append(MatrixView<const float>(k.view()).rows_slice(fed, n), MatrixView<const float>(v.view()).rows_slice(fed, n));
-        fed += n;
-        REQUIRE(c.length() == fed);
-        REQUIRE(c.held() == std::min(fed, W));
-        const auto view = c.view();
-        REQUIRE(view.size() == std::min(fed, W));
-        for (std::size_t p = fed - c.held(); p < fed; ++p)
-            for (std::size_t i = 0; i < 8; ++i) {
-                const float* row = find_k(view, p, i / 4, 4);
-                REQUIRE(row != nullptr);
-                REQUIRE(row[i % 4] == k(p, i));
-                REQUIRE(c.k_at(p, i / 4)[i % 4] == k(p, i));
-                REQUIRE(c.v_at(p, i / 4)[i % 4] == v(p, i));
-            }
-        CHECK(c.bytes() == 2 * W * 8 * sizeof(float));
+    // W = 5: one partial K tile; W = 37: the ring's segments start and end mid-tile.
+    for (std::size_t W : {5, 37}) {
+        WindowKVCache c(W, 2, 4);
+        CHECK(c.bytes() == 2 * slots(W) * 8 * sizeof(float));
+        auto k = random_matrix(200, 8, 1), v = random_matrix(200, 8, 2);
+        std::size_t fed = 0;
+        for (std::size_t n : {1, 2, 3, 7, 1, 1, 12, 4, 9, 30, 50, 17, 1, 40}) {
+            c.append(MatrixView<const float>(k.view()).rows_slice(fed, n), MatrixView<const float>(v.view()).rows_slice(fed, n));
+            fed += n;
+            REQUIRE(c.length() == fed);
+            REQUIRE(c.held() == std::min(fed, W));
+            const auto view = c.view();
+            REQUIRE(view.size() == std::min(fed, W));
+            for (std::size_t p = fed - c.held(); p < fed; ++p)
+                for (std::size_t i = 0; i < 8; ++i) {
+                    REQUIRE(find_k(view, p, i / 4, 4, i % 4) == k(p, i));
+                    REQUIRE(find_v(view, p, i / 4, 4, i % 4) == v(p, i));
+                    REQUIRE(c.key(p, i / 4, i % 4) == k(p, i));
+                    REQUIRE(c.value(p, i / 4, i % 4) == v(p, i));
+                }
+            CHECK(c.bytes() == 2 * slots(W) * 8 * sizeof(float));
+        }
     }
     CHECK_THROWS_AS(WindowKVCache(0, 1, 4), hystack::error);
 }
@@ -98,7 +111,10 @@ TEST_CASE("AttentionCache save/load round-trips, copies fork, mismatches throw",
         const auto va = a.view(), vb = b.view();
         REQUIRE(va.size() == vb.size());
         for (std::size_t p = 9 - va.size(); p < 9; ++p)
-            for (std::size_t i = 0; i < 8; ++i) REQUIRE(find_k(va, p, i / 4, 4)[i % 4] == find_k(vb, p, i / 4, 4)[i % 4]);
+            for (std::size_t i = 0; i < 8; ++i) {
+                REQUIRE(find_k(va, p, i / 4, 4, i % 4) == find_k(vb, p, i / 4, 4, i % 4));
+                REQUIRE(find_v(va, p, i / 4, 4, i % 4) == find_v(vb, p, i / 4, 4, i % 4));
+            }
         // Copy forks: appending to the copy leaves the original alone.
         AttentionCache c = a;
         c.append(MatrixView<const float>(k.view()).rows_slice(0, 1), MatrixView<const float>(v.view()).rows_slice(0, 1));

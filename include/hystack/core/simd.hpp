@@ -105,37 +105,17 @@ inline xsimd::batch_bool<std::int32_t, Arch> mask_to_int(const xsimd::batch_bool
 #endif
 }
 
-/// Parallel horizontal sums of width<Arch> rows in one go (xsimd::haddp): each lane of the result is
-/// the sum of one row's lanes, every lane through the same tree. CAUTION: xsimd 8.1's AVX-512 version
-/// returns the rows' sums permuted (lanes 0,1,4,5,2,3,6,7,8,9,12,13,10,11,14,15); later xsimd returns
-/// them in order. Callers that need an order detect it once (see kernels/attention.hpp).
+/// Lanes 0, 1, ..., width - 1 (lane indices, e.g. for masks).
 template <class Arch>
-inline batch<Arch> reduce_add_rows(const batch<Arch>* rows) { return xsimd::haddp(rows); }
-
-/// xsimd::haddp as it is: the sum of the lanes of rows[r] lands in lane haddp_slots<Arch>()[r], a
-/// fixed order that is the identity except in xsimd 8.1's AVX-512 version (0,1,4,5,2,3,6,7,...).
-/// (The same operation as reduce_add_rows, named for callers that place rows by haddp_slots.)
-template <class Arch>
-inline batch<Arch> haddp_permuted(const batch<Arch>* rows) { return xsimd::haddp(rows); }
-/// Lane that each row's sum lands in for haddp_permuted (detected once per Arch).
-template <class Arch>
-inline const std::size_t* haddp_slots() {
-    struct Slots {
-        std::size_t s[batch<Arch>::size];
-        Slots() {
-            constexpr std::size_t n = batch<Arch>::size;
-            alignas(64) float tmp[n];
-            batch<Arch> rows[n];
-            for (std::size_t i = 0; i < n; ++i) {
-                for (std::size_t j = 0; j < n; ++j) tmp[j] = j == 0 ? float(i) : 0.0f;
-                rows[i] = batch<Arch>::load_aligned(tmp);
-            }
-            haddp_permuted<Arch>(rows).store_aligned(tmp);
-            for (std::size_t i = 0; i < n; ++i) s[std::size_t(tmp[i])] = i;  // rows[tmp[i]] landed in lane i
+inline batch<Arch> iota() {
+    struct Lanes {
+        alignas(64) float v[batch<Arch>::size];
+        constexpr Lanes() : v{} {
+            for (std::size_t i = 0; i < batch<Arch>::size; ++i) v[i] = float(i);
         }
     };
-    static const Slots slots;
-    return slots.s;
+    static constexpr Lanes lanes{};
+    return batch<Arch>::load_aligned(lanes.v);
 }
 
 template <class Arch>

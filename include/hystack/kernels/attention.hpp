@@ -19,12 +19,14 @@
 //   and O^T[d, rows] += V[key, d] * P^T[key, rows] are broadcast-FMA micro-kernels on registers;
 //   the softmax is purely vertical (no horizontal reductions).
 // - "dot" (decode, one query per sequence, head_dim 64 or 128, a multiple of the SIMD width):
-//   rows are the G query heads of a kv head; scores are dot products over head_dim, W partial-sum
-//   vectors reduced at once by simd::haddp_permuted (two rows share each K load: W/2 keys x 2 rows per
-//   reduction), O[row, d] += p * V[key, d] with V rows broadcast-FMA'd. One kv head at a time, so a
-//   cache's per-head K and V stream sequentially; the next tile is prefetched while one computes.
-//   Long contexts split into key chunks (at least 512 keys, at most 64 chunks: a function of the
-//   length only) whose partial (m, l, O) merge in order, so results never depend on the thread count.
+//   rows are the G query heads of a kv head. Keys go in blocks of dot_block = 4 K tiles; a cache stores
+//   K transposed in tiles of kv_tile keys ([head_dim, kv_tile]), so S[r, keys] += q_r[t] * Kt[t, keys]
+//   puts the block's scores in the SIMD lanes with no horizontal sums (other segments are transposed
+//   into scratch a block at a time); O[row, d] += p * V[key, d] with V rows broadcast-FMA'd. One kv
+//   head at a time, so a cache's per-head K and V stream sequentially; the next block is prefetched
+//   while one computes. Long contexts split into key chunks (at least 512 keys, at most 64 chunks: a
+//   function of the length only) whose partial (m, l, O) merge in order, so results never depend on
+//   the thread count.
 //
 // Keys come as a KVView: up to 4 segments of consecutive absolute positions (a cache's part(s) and
 // the new keys of this call), each with its own pointers and strides (see KVSegment).
@@ -48,10 +50,17 @@
 
 namespace hystack::kernels {
 
-/// Keys/values at absolute positions pos .. pos + n - 1: key i of kv head g is the head_dim floats at
-/// k + i * stride + g * head_stride (same for v). head_stride 0 means head_dim: rows [n, stride] holding
-/// all heads side by side (a projection's output); a cache stores each head contiguously instead
-/// (stride = head_dim, head_stride = slots * head_dim) so decode streams each head sequentially.
+/// Keys per K tile of a cache. A cache stores each kv head's keys as tiles of kv_tile keys, transposed:
+/// tile [head_dim, kv_tile], dim t of the tile's keys side by side. Decode then scores kv_tile keys with
+/// plain vector FMAs (keys in lanes) instead of one horizontal reduction per key.
+inline constexpr std::size_t kv_tile = 16;
+
+/// Keys/values at absolute positions pos .. pos + n - 1. V: value i of kv head g is the head_dim floats at
+/// v + i * stride + g * head_stride. head_stride 0 means head_dim: rows [n, stride] holding all heads side
+/// by side (a projection's output); a cache stores each head contiguously instead (head_stride = slots *
+/// head_dim). K: the same as V, or, with k_tiled, transposed tiles: dim t of key i, kv head g at
+///   k + g * head_stride + (u / kv_tile) * kv_tile * head_dim + t * kv_tile + u % kv_tile,  u = k_off + i
+/// (u: the key's index in the tile space starting at k; a ring cache's segment may start mid-tile).
 struct KVSegment {
     std::size_t pos = 0;
     std::size_t n = 0;
@@ -59,8 +68,19 @@ struct KVSegment {
     const float* v = nullptr;
     std::size_t stride = 0;
     std::size_t head_stride = 0;
+    bool k_tiled = false;
+    std::size_t k_off = 0;
 
     std::size_t head_offset(std::size_t g, std::size_t head_dim) const { return g * (head_stride ? head_stride : head_dim); }
+    /// Dim 0 of key i of kv head g; its dims follow key_dim_stride() floats apart.
+    const float* key(std::size_t i, std::size_t g, std::size_t head_dim) const {
+        if (!k_tiled) return k + i * stride + head_offset(g, head_dim);
+        const std::size_t u = k_off + i;
+        return k + g * head_stride + (u / kv_tile) * kv_tile * head_dim + u % kv_tile;
+    }
+    std::size_t key_dim_stride() const { return k_tiled ? kv_tile : 1; }
+    /// Value i of kv head g: head_dim consecutive floats.
+    const float* value(std::size_t i, std::size_t g, std::size_t head_dim) const { return v + i * stride + head_offset(g, head_dim); }
 };
 
 /// Up to max_segments key/value segments (e.g. a ring cache's two halves plus this call's new keys).
@@ -134,6 +154,7 @@ inline void check_view(const KVView& kv, const AttentionDims& d, const char* who
         const std::size_t need = kv.seg[i].head_stride ? d.head_dim : d.n_kv_heads * d.head_dim;
         check(kv.seg[i].stride >= need, who, ": k/v row stride ", kv.seg[i].stride, " is smaller than ", need);
         check(kv.seg[i].k && kv.seg[i].v, who, ": null k/v segment");
+        check(!kv.seg[i].k_tiled || kv.seg[i].head_stride || d.n_kv_heads == 1, who, ": a tiled K segment needs a head stride");
     }
 }
 
@@ -155,11 +176,12 @@ inline void scalar_row(const float* q, std::size_t pos, std::size_t g, const KVV
     for (std::size_t s = 0; s < kv.count; ++s) {
         const KVSegment& sg = kv.seg[s];
         const std::size_t a = std::max(sg.pos, lo), b = std::min(sg.pos + sg.n, hi);
+        const std::size_t ks = sg.key_dim_stride();
         for (std::size_t j = a; j < b; ++j) {
-            const float* kr = sg.k + (j - sg.pos) * sg.stride + sg.head_offset(g, d);
-            const float* vr = sg.v + (j - sg.pos) * sg.stride + sg.head_offset(g, d);
+            const float* kr = sg.key(j - sg.pos, g, d);
+            const float* vr = sg.value(j - sg.pos, g, d);
             float sc = 0.0f;
-            for (std::size_t t = 0; t < d; ++t) sc += q[t] * kr[t];
+            for (std::size_t t = 0; t < d; ++t) sc += q[t] * kr[t * ks];
             sc *= scale;
             // m' = max(m, s); O' = O e^(m - m') + e^(s - m') v
             const float mn = std::max(m, sc);
@@ -197,16 +219,17 @@ inline std::size_t lane_scratch(std::size_t d) {
 }
 
 // S^T[k, rows] = sum_d K[k, d] * Qt[d, rows] for keys k < nk of one tile. Qt [d, RS], St [nk (+pad), RS].
-// Keys past nk in the last register block recompute key nk-1 (their rows of St are never read).
-template <class Arch, int RB, int D>
-inline void qk_tile(const float* Qt, const float* kbase, std::size_t kstride, std::size_t nk, std::size_t d_rt, float* St) {
+// Keys i0 .. i0 + nk - 1 of segment sg, kv head g; DS = sg.key_dim_stride() (1, or kv_tile for a cache's
+// transposed K tiles). Keys past nk in the last register block recompute key nk-1 (their rows of St are never read).
+template <class Arch, int RB, int D, std::size_t DS>
+inline void qk_tile(const float* Qt, const KVSegment& sg, std::size_t i0, std::size_t g, std::size_t nk, std::size_t d_rt, float* St) {
     using B = simd::batch<Arch>;
     constexpr std::size_t Wd = W<Arch>, RS = max_rows<Arch>;
     constexpr int KB = kblock<Arch, RB>;
     const std::size_t d = D ? std::size_t(D) : d_rt;
     for (std::size_t k0 = 0; k0 < nk; k0 += KB) {
         const float* kr[KB];
-        for (int kk = 0; kk < KB; ++kk) kr[kk] = kbase + std::min(k0 + kk, nk - 1) * kstride;
+        for (int kk = 0; kk < KB; ++kk) kr[kk] = sg.key(i0 + std::min(k0 + kk, nk - 1), g, d);
         B acc[KB][RB];
         for (int kk = 0; kk < KB; ++kk)
             for (int rb = 0; rb < RB; ++rb) acc[kk][rb] = B(0.0f);
@@ -214,7 +237,7 @@ inline void qk_tile(const float* Qt, const float* kbase, std::size_t kstride, st
             B qv[RB];
             for (int rb = 0; rb < RB; ++rb) qv[rb] = simd::load_aligned<Arch>(Qt + t * RS + rb * Wd);
             for (int kk = 0; kk < KB; ++kk) {
-                const B kv(kr[kk][t]);
+                const B kv(kr[kk][t * DS]);
                 for (int rb = 0; rb < RB; ++rb) acc[kk][rb] = simd::fma<Arch>(kv, qv[rb], acc[kk][rb]);
             }
         }
@@ -331,9 +354,11 @@ inline void lane_task(MatrixView<const float> q, std::size_t past, std::size_t p
         const std::size_t a = std::max(sg.pos, lo), b = std::min(sg.pos + sg.n, hi);
         for (std::size_t j0 = a; j0 < b; j0 += key_tile) {
             const std::size_t nk = std::min(key_tile, b - j0);
-            const float* kb = sg.k + (j0 - sg.pos) * sg.stride + sg.head_offset(g, d);
-            const float* vb = sg.v + (j0 - sg.pos) * sg.stride + sg.head_offset(g, d);
-            qk_tile<Arch, RB, D>(Qt, kb, sg.stride, nk, d, St);
+            const float* vb = sg.value(j0 - sg.pos, g, d);
+            if (sg.k_tiled)
+                qk_tile<Arch, RB, D, kv_tile>(Qt, sg, j0 - sg.pos, g, nk, d, St);
+            else
+                qk_tile<Arch, RB, D, 1>(Qt, sg, j0 - sg.pos, g, nk, d, St);
             const bool mask = (j0 + nk - 1 > P0) || (dims.window && P1 - j0 >= dims.window);
             softmax_tile<Arch, RB>(St, nk, mask, double(j0) - double(P0), posv, window_f, m, l, Ot, d);
             pv_tile<Arch, RB, D>(St, vb, sg.stride, nk, d, Ot);
@@ -365,216 +390,180 @@ inline void lane_task_rb(std::size_t RB, MatrixView<const float> q, std::size_t 
 inline constexpr std::size_t min_chunk = 512;
 inline constexpr std::size_t max_chunks = 64;
 
+/// Keys per decode block: 4 K tiles.
+inline constexpr std::size_t dot_block = 4 * kv_tile;
+
+/// Chunk size for n keys: a multiple of dot_block (a cache's blocks then never straddle two chunks).
 inline std::size_t chunk_size(std::size_t n) {
-    return std::max(min_chunk, (n + max_chunks - 1) / max_chunks);
+    const std::size_t c = std::max(min_chunk, (n + max_chunks - 1) / max_chunks);
+    return (c + dot_block - 1) / dot_block * dot_block;
 }
 
-/// Keys per decode tile: 4 SIMD batches of scores per row.
-template <class Arch>
-inline constexpr std::size_t dot_tile = 4 * W<Arch>;
-
-// Decode streams K and V once; without prefetch the loads of a tile wait on DRAM while nothing else
+// Decode streams K and V once; without prefetch the loads of a block wait on DRAM while nothing else
 // runs (compute and memory time add up).
 using simd::prefetch;
 
-/// Tiles ahead that decode prefetches K and V.
-inline constexpr std::size_t prefetch_tiles = 1;
+/// Scratch floats per thread of the dot path: qs [H, d], P [G, dot_block], alpha [G], Kt [dot_block, d].
+inline std::size_t dot_scratch(std::size_t H, std::size_t G, std::size_t d) { return H * d + G * (dot_block + 1) + dot_block * d; }
 
-/// Where row r's probabilities sit in the decode scratch S: rows below `paired` were scored in pairs
-/// (row pair r/2 at S + (r/2) * 2 * TK, key k at pidx2[r % 2][k]); the others alone (S + r * TK, pidx1[k]).
-struct DotPLayout {
-    const float* S;
-    std::size_t paired;
-    const std::size_t* pidx1;
-    const std::size_t* pidx2[2];
-    std::size_t TK;
-    const float* base(std::size_t r) const { return r < paired ? S + (r / 2) * 2 * TK : S + r * TK; }
-    const std::size_t* index(std::size_t r) const { return r < paired ? pidx2[r % 2] : pidx1; }
-};
+/// Query rows scored per pass over a K block (their accumulators, the block's K vectors and a broadcast fit in registers).
+template <class Arch>
+inline constexpr int dot_rows = std::max(1, std::min(4, (acc_regs<Arch> - 4) / int(dot_block / W<Arch> + 1)));
 
-// O[r, :] = O[r, :] * alpha_r + sum_k P[r, k] V[k, :] for RG rows r0.., D = DC * W dims, keys k < nk
-// at vbase + k * vstride.
-template <class Arch, int RG, int DC>
-inline void dot_pv(const DotPLayout& P, std::size_t r0, const float* alpha, const float* vbase, std::size_t vstride, std::size_t nk,
-                   float* O /*[rows, D]*/, std::size_t npf) {
+// S[r, u] = q_r . K[u] for RG rows and the dot_block keys of one block: K as 4 transposed tiles at
+// kt + j * tile_stride (tile j [D, kv_tile]); scores land in lanes in key order, no horizontal sums:
+//   acc[r][v] += q_r[t] * Kt[t, keys of vector v]     for t < D
+// pf (or null): the next block's first tile; its first pf_tiles tiles are prefetched, one line per tile and dim.
+template <class Arch, int RG, std::size_t D>
+inline void dot_scores(const float* qs /*[RG, D]*/, const float* kt, std::size_t tile_stride, const float* pf, std::size_t pf_tiles,
+                       simd::batch<Arch> (*sc)[dot_block / W<Arch>]) {
     using B = simd::batch<Arch>;
-    constexpr std::size_t Wd = W<Arch>, Dd = DC * Wd;
+    constexpr std::size_t Wd = W<Arch>, NV = dot_block / Wd, VPT = kv_tile / Wd;
+    B acc[RG][NV];
+    for (int r = 0; r < RG; ++r)
+        for (std::size_t v = 0; v < NV; ++v) acc[r][v] = B(0.0f);
+    for (std::size_t t = 0; t < D; ++t) {
+        if (pf)
+            for (std::size_t j = 0; j < pf_tiles; ++j) prefetch(pf + j * tile_stride + t * kv_tile);
+        B kv[NV];
+        for (std::size_t v = 0; v < NV; ++v) {
+            kv[v] = simd::load<Arch>(kt + (v / VPT) * tile_stride + t * kv_tile + (v % VPT) * Wd);
+            if constexpr (RG > 1) simd::pin<Arch>(kv[v]);  // one load for the RG rows
+        }
+        for (int r = 0; r < RG; ++r) {
+            const B qb(qs[std::size_t(r) * D + t]);
+            for (std::size_t v = 0; v < NV; ++v) acc[r][v] = simd::fma<Arch>(qb, kv[v], acc[r][v]);
+        }
+    }
+    for (int r = 0; r < RG; ++r)
+        for (std::size_t v = 0; v < NV; ++v) sc[r][v] = acc[r][v];
+}
+
+// O[r, :] = O[r, :] * alpha_r + sum_k P[r, k] V[k, :] for RG rows r0.. and block keys ka <= k < kb;
+// P [rows, dot_block], V rows at vbase + (k - ka) * vstride, D = DC * W dims. pf (or null): V row k - ka
+// of the next block, prefetched while key k is used for k < pf_keys.
+template <class Arch, int RG, std::size_t D>
+inline void dot_pv(const float* P, std::size_t r0, const float* alpha, const float* vbase, std::size_t vstride, std::size_t ka,
+                   std::size_t kb, const float* pf, std::size_t pf_keys, float* O /*[rows, D]*/) {
+    using B = simd::batch<Arch>;
+    constexpr std::size_t Wd = W<Arch>, DC = D / Wd;
     B acc[RG][DC];
-    const float* pb[RG];
-    const std::size_t* pi[RG];
     for (int r = 0; r < RG; ++r) {
-        pb[r] = P.base(r0 + r);
-        pi[r] = P.index(r0 + r);
         const B a(alpha[r0 + r]);
-        for (int c = 0; c < DC; ++c) acc[r][c] = simd::load<Arch>(O + (r0 + r) * Dd + c * Wd) * a;
+        for (std::size_t c = 0; c < DC; ++c) acc[r][c] = simd::load<Arch>(O + (r0 + r) * D + c * Wd) * a;
     }
     const float* vr = vbase;
-    for (std::size_t k = 0; k < nk; ++k, vr += vstride) {
-        if (k < npf)  // key k of the next tile
-            for (std::size_t off = 0; off < Dd; off += 16) prefetch(vr + prefetch_tiles * P.TK * vstride + off);
+    for (std::size_t k = ka; k < kb; ++k, vr += vstride) {
+        if (pf && k < pf_keys)
+            for (std::size_t off = 0; off < D; off += 16) prefetch(pf + (k - ka) * vstride + off);
         B p[RG];
-        for (int r = 0; r < RG; ++r) p[r] = B(pb[r][pi[r][k]]);
-        for (int c = 0; c < DC; ++c) {
+        for (int r = 0; r < RG; ++r) p[r] = B(P[(r0 + r) * dot_block + k]);
+        for (std::size_t c = 0; c < DC; ++c) {
             B v = simd::load<Arch>(vr + c * Wd);
             if constexpr (RG > 1) simd::pin<Arch>(v);  // one load for the RG rows
             for (int r = 0; r < RG; ++r) acc[r][c] = simd::fma<Arch>(p[r], v, acc[r][c]);
         }
     }
     for (int r = 0; r < RG; ++r)
-        for (int c = 0; c < DC; ++c) simd::store<Arch>(O + (r0 + r) * Dd + c * Wd, acc[r][c]);
+        for (std::size_t c = 0; c < DC; ++c) simd::store<Arch>(O + (r0 + r) * D + c * Wd, acc[r][c]);
 }
 
-template <class Arch, int DC>
-inline constexpr int dot_rows = std::max(1, std::min(8, (acc_regs<Arch> - 6) / DC));
+template <class Arch, std::size_t D>
+inline constexpr int pv_rows = std::max(1, std::min(8, (acc_regs<Arch> - 6) / int(D / W<Arch>)));
 
-template <class Arch, int DC, int RG = dot_rows<Arch, DC>>
-inline void dot_pv_rows(std::size_t r0, std::size_t rows, const DotPLayout& P, const float* alpha, const float* vbase,
-                        std::size_t vstride, std::size_t nk, float* O, std::size_t npf) {
+template <class Arch, std::size_t D, int RG = pv_rows<Arch, D>>
+inline void dot_pv_rows(std::size_t r0, std::size_t rows, const float* P, const float* alpha, const float* vbase, std::size_t vstride,
+                        std::size_t ka, std::size_t kb, const float* pf, std::size_t pf_keys, float* O) {
     std::size_t r = r0;
-    for (; r + RG <= rows; r += RG, npf = 0) dot_pv<Arch, RG, DC>(P, r, alpha, vbase, vstride, nk, O, npf);
+    for (; r + RG <= rows; r += RG, pf = nullptr) dot_pv<Arch, RG, D>(P, r, alpha, vbase, vstride, ka, kb, pf, pf_keys, O);
     if constexpr (RG > 1) {
-        if (r < rows) dot_pv_rows<Arch, DC, RG - 1>(r, rows, P, alpha, vbase, vstride, nk, O, npf);
+        if (r < rows) dot_pv_rows<Arch, D, RG - 1>(r, rows, P, alpha, vbase, vstride, ka, kb, pf, pf_keys, O);
     }
 }
 
-/// Two rows share each K load when their query chunks, W accumulators and one K row fit in registers.
-template <class Arch, int DC>
-inline constexpr bool dot_pairs = W<Arch> % 2 == 0 && 3 * DC + int(W<Arch>) <= acc_regs<Arch> - 2;
-
-// Scores of R rows (1, or 2 sharing each K load) against the keys of one tile, W/R keys per reduction:
-// accumulator R*m + r holds (key m of the batch, row r) and lands in lane slot[R*m + r] of sc[t].
-// Keys past nk (tail tile) recompute key nk-1; the caller masks their lanes.
-template <class Arch, int DC, int R, bool Tail>
-inline void dot_scores(const float* const* q /*[R] rows [D]*/, const float* kbase, std::size_t kstride, std::size_t nk,
-                       simd::batch<Arch>* sc, std::size_t npf) {
+// Scores, online softmax and P for rows r0 .. r0 + RG - 1 (query heads h0 + r) over one block whose valid
+// keys are ka <= k < kb; writes P [rows, dot_block] and alpha, updates m and l:
+//   m' = max(m, max_k s_k);  p_k = e^(s_k - m');  l' = l e^(m - m') + sum_k p_k;  alpha = e^(m - m')
+template <class Arch, int RG, std::size_t D>
+inline void dot_softmax(const float* qs, std::size_t h0, std::size_t r0, const float* kt, std::size_t tile_stride, const float* pf,
+                        std::size_t pf_tiles, std::size_t ka, std::size_t kb, float* m, float* l, float* P, float* alpha) {
     using B = simd::batch<Arch>;
-    constexpr std::size_t Wd = W<Arch>, KP = Wd / R, NT = dot_tile<Arch> / KP;
-    B qv[R][DC];
-    for (int r = 0; r < R; ++r)
-        for (int c = 0; c < DC; ++c) qv[r][c] = simd::load<Arch>(q[r] + c * Wd);
-    for (std::size_t t = 0; t < NT; ++t) {
-        if (Tail && t * KP >= nk) {
-            sc[t] = B(neg_inf);
-            continue;
+    constexpr std::size_t Wd = W<Arch>, NV = dot_block / Wd;
+    B sc[RG][NV];
+    dot_scores<Arch, RG, D>(qs + (h0 + r0) * D, kt, tile_stride, pf, pf_tiles, sc);
+    if (ka > 0 || kb < dot_block) {
+        const B lo = B(float(ka)), hi = B(float(kb)), ninf = B(neg_inf);
+        for (std::size_t v = 0; v < NV; ++v) {
+            const B key = simd::iota<Arch>() + B(float(v * Wd));
+            const auto out = (key < lo) || (key >= hi);
+            for (int r = 0; r < RG; ++r) sc[r][v] = xsimd::select(out, ninf, sc[r][v]);
         }
-        B acc[Wd];
-        for (std::size_t m = 0; m < KP; ++m) {
-            const std::size_t k = Tail ? std::min(t * KP + m, nk - 1) : t * KP + m;
-            const float* kr = kbase + k * kstride;
-            if (k < npf)  // key k of the next tile
-                for (std::size_t off = 0; off < DC * Wd; off += 16) prefetch(kr + prefetch_tiles * dot_tile<Arch> * kstride + off);
-            // x_r = q_r . K[k], one load of each K vector for the R rows
-            B x[R];
-            for (int c = 0; c < DC; ++c) {
-                B kc = simd::load<Arch>(kr + c * Wd);
-                if constexpr (R > 1) simd::pin<Arch>(kc);
-                for (int r = 0; r < R; ++r) x[r] = c == 0 ? qv[r][0] * kc : simd::fma<Arch>(qv[r][c], kc, x[r]);
-            }
-            for (int r = 0; r < R; ++r) acc[std::size_t(R) * m + std::size_t(r)] = x[r];
+    }
+    for (int r = 0; r < RG; ++r) {
+        const std::size_t h = h0 + r0 + r;
+        B mx = sc[r][0];
+        for (std::size_t v = 1; v < NV; ++v) mx = xsimd::max(mx, sc[r][v]);
+        const float mn = std::max(m[h], simd::reduce_max<Arch>(mx));  // finite: the block has a valid key
+        B sum(0.0f);
+        for (std::size_t v = 0; v < NV; ++v) {
+            const B p = math::exp<Arch>(sc[r][v] - B(mn));
+            simd::store<Arch>(P + (r0 + r) * dot_block + v * Wd, p);
+            sum += p;
         }
-        sc[t] = simd::haddp_permuted<Arch>(acc);
+        alpha[r0 + r] = math::exp(m[h] - mn);
+        l[h] = l[h] * alpha[r0 + r] + simd::reduce_add<Arch>(sum);
+        m[h] = mn;
     }
 }
 
-/// Decode over keys [jlo, jhi) of kv for all heads at one position: updates the running m[H], l[H],
-/// O[H, D] (D = DC * W). qs [H, D] holds the scaled queries. One kv head at a time, so each head's K and
-/// V (contiguous in a cache) stream sequentially.
-template <class Arch, int DC>
-inline void dot_keys(const float* qs, std::size_t Hk, std::size_t G, const KVView& kv, std::size_t jlo, std::size_t jhi, float* m,
-                     float* l, float* O, float* S /*[G, dot_tile]*/, float* alpha /*[G]*/) {
-    using B = simd::batch<Arch>;
-    constexpr std::size_t Wd = W<Arch>, D = DC * Wd, TK = dot_tile<Arch>, NT = TK / Wd, KP = Wd / 2, NT2 = TK / KP;
-    constexpr bool pairs = dot_pairs<Arch, DC>;
-    // haddp puts accumulator i of a batch in lane slot[i]; inv[lane] = the accumulator landing there.
-    const std::size_t* slot = simd::haddp_slots<Arch>();
-    std::size_t pidx1[TK], pidx2[2][TK];
-    alignas(64) float lane_key[Wd], lane_key2[Wd], lane_row2[Wd];
-    for (std::size_t k = 0; k < TK; ++k) {
-        pidx1[k] = (k / Wd) * Wd + slot[k % Wd];
-        for (std::size_t r = 0; r < 2; ++r) pidx2[r][k] = (k / KP) * Wd + slot[(2 * (k % KP) + r) % Wd];
+template <class Arch, std::size_t D, int RG = dot_rows<Arch>>
+inline void dot_softmax_rows(const float* qs, std::size_t h0, std::size_t r0, std::size_t rows, const float* kt, std::size_t tile_stride,
+                             const float* pf, std::size_t pf_tiles, std::size_t ka, std::size_t kb, float* m, float* l, float* P,
+                             float* alpha) {
+    std::size_t r = r0;
+    for (; r + RG <= rows; r += RG, pf = nullptr)
+        dot_softmax<Arch, RG, D>(qs, h0, r, kt, tile_stride, pf, pf_tiles, ka, kb, m, l, P, alpha);
+    if constexpr (RG > 1) {
+        if (r < rows) dot_softmax_rows<Arch, D, RG - 1>(qs, h0, r, rows, kt, tile_stride, pf, pf_tiles, ka, kb, m, l, P, alpha);
     }
-    for (std::size_t i = 0; i < Wd; ++i) {
-        lane_key[slot[i]] = float(i);
-        lane_key2[slot[i]] = float(i / 2);
-        lane_row2[slot[i]] = float(i % 2);
-    }
-    const B lane_keys = simd::load_aligned<Arch>(lane_key), lane_keys2 = simd::load_aligned<Arch>(lane_key2);
-    const auto row0 = simd::load_aligned<Arch>(lane_row2) == B(0.0f);
-    const std::size_t paired = pairs ? G & ~std::size_t(1) : 0;
-    const DotPLayout P{S, paired, pidx1, {pidx2[0], pidx2[1]}, TK};
-    const B ninf(neg_inf), zero(0.0f);
-    for (std::size_t g = 0; g < Hk; ++g) {
-        for (std::size_t s = 0; s < kv.count; ++s) {
-            const KVSegment& sg = kv.seg[s];
-            const std::size_t a = std::max(sg.pos, jlo), b = std::min(sg.pos + sg.n, jhi);
-            for (std::size_t j0 = a; j0 < b; j0 += TK) {
-                const std::size_t nk = std::min(TK, b - j0);
-                const float* kb = sg.k + (j0 - sg.pos) * sg.stride + sg.head_offset(g, D);
-                const float* vb = sg.v + (j0 - sg.pos) * sg.stride + sg.head_offset(g, D);
-                const std::size_t ahead = prefetch_tiles * TK;  // keys of the tile prefetch_tiles ahead
-                const std::size_t npf = j0 + ahead < b ? std::min(TK, b - j0 - ahead) : 0;
-                // Row pairs: m' = max(m, max s) per row (lanes of row r' selected); p = e^(s - m'); l' = l e^(m - m') + sum p
-                for (std::size_t r = 0; r < paired; r += 2) {
-                    const std::size_t h = g * G + r;
-                    B sc[NT2];
-                    const float* qr[2] = {qs + h * D, qs + (h + 1) * D};
-                    if (nk == TK) {
-                        dot_scores<Arch, DC, 2, false>(qr, kb, sg.stride, nk, sc, r == 0 ? npf : 0);
-                    } else {
-                        dot_scores<Arch, DC, 2, true>(qr, kb, sg.stride, nk, sc, 0);
-                        for (std::size_t t = 0; t < NT2; ++t)
-                            sc[t] = xsimd::select(lane_keys2 + B(float(t * KP)) < B(float(nk)), sc[t], ninf);
-                    }
-                    B mx0 = ninf, mx1 = ninf;
-                    for (std::size_t t = 0; t < NT2; ++t) {
-                        mx0 = xsimd::max(mx0, xsimd::select(row0, sc[t], ninf));
-                        mx1 = xsimd::max(mx1, xsimd::select(row0, ninf, sc[t]));
-                    }
-                    const float mn0 = std::max(m[h], simd::reduce_max<Arch>(mx0));
-                    const float mn1 = std::max(m[h + 1], simd::reduce_max<Arch>(mx1));
-                    const B mnv = xsimd::select(row0, B(mn0), B(mn1));
-                    B sum0(0.0f), sum1(0.0f);
-                    float* Sp = S + (r / 2) * 2 * TK;
-                    for (std::size_t t = 0; t < NT2; ++t) {
-                        const B p = math::exp<Arch>(sc[t] - mnv);
-                        simd::store<Arch>(Sp + t * Wd, p);
-                        sum0 += xsimd::select(row0, p, zero);
-                        sum1 += xsimd::select(row0, zero, p);
-                    }
-                    alpha[r] = math::exp(m[h] - mn0);
-                    alpha[r + 1] = math::exp(m[h + 1] - mn1);
-                    l[h] = l[h] * alpha[r] + simd::reduce_add<Arch>(sum0);
-                    l[h + 1] = l[h + 1] * alpha[r + 1] + simd::reduce_add<Arch>(sum1);
-                    m[h] = mn0;
-                    m[h + 1] = mn1;
+}
+
+/// Decode over keys [jlo, jhi) of kv head g at one position: updates the running m, l, O of its G query
+/// heads h = g * G + r (m[h], l[h], O[h, D]); qs [H, D] holds the scaled queries. Keys go in blocks of
+/// dot_block aligned to the K tiles; the next block of the segment (past jhi too: the next chunk) is
+/// prefetched while one computes. A segment whose K is not tiled is transposed block by block into
+/// Kt [dot_block / kv_tile, D, kv_tile].
+template <class Arch, std::size_t D>
+inline void dot_keys(const float* qs, std::size_t g, std::size_t G, const KVView& kv, std::size_t jlo, std::size_t jhi, float* m,
+                     float* l, float* O, float* P /*[G, dot_block]*/, float* alpha /*[G]*/, float* Kt) {
+    constexpr std::size_t TS = kv_tile * D;  // floats per K tile
+    for (std::size_t s = 0; s < kv.count; ++s) {
+        const KVSegment& sg = kv.seg[s];
+        const std::size_t a = std::max(sg.pos, jlo), b = std::min(sg.pos + sg.n, jhi);
+        if (a >= b) continue;
+        // Tile space: key i of the segment is u = off + i; blocks start on a tile.
+        const std::size_t off = sg.k_tiled ? sg.k_off : 0, ua = off + (a - sg.pos), ub = off + (b - sg.pos), uend = off + sg.n;
+        const float* ktile = sg.k_tiled ? sg.k + g * sg.head_stride : nullptr;  // tile 0 of kv head g
+        for (std::size_t u0 = sg.k_tiled ? ua / kv_tile * kv_tile : ua; u0 < ub; u0 += dot_block) {
+            const std::size_t ka = std::max(u0, ua) - u0, kb = std::min(u0 + dot_block, ub) - u0;
+            // Keys of the next block that exist in the segment (prefetched)
+            const std::size_t npf = u0 + dot_block < uend ? std::min(dot_block, uend - u0 - dot_block) : 0;
+            const float* kt = Kt;
+            if (sg.k_tiled) {
+                kt = ktile + u0 / kv_tile * TS;
+            } else {
+                // Kt[k / kv_tile, t, k % kv_tile] = K[key u0 + k - off, t]
+                for (std::size_t k = ka; k < kb; ++k) {
+                    const float* kr = sg.key(u0 + k - off, g, D);
+                    float* dst = Kt + (k / kv_tile) * TS + k % kv_tile;
+                    for (std::size_t t = 0; t < D; ++t) dst[t * kv_tile] = kr[t];
                 }
-                for (std::size_t r = paired; r < G; ++r) {
-                    const std::size_t h = g * G + r;
-                    B sc[NT];
-                    const float* qr[1] = {qs + h * D};
-                    if (nk == TK) {
-                        dot_scores<Arch, DC, 1, false>(qr, kb, sg.stride, nk, sc, r == 0 ? npf : 0);
-                    } else {
-                        dot_scores<Arch, DC, 1, true>(qr, kb, sg.stride, nk, sc, 0);
-                        for (std::size_t t = 0; t < NT; ++t)
-                            sc[t] = xsimd::select(lane_keys + B(float(t * Wd)) < B(float(nk)), sc[t], ninf);
-                    }
-                    // m' = max(m, max s); p = e^(s - m'); l' = l e^(m - m') + sum p
-                    B mx = sc[0];
-                    for (std::size_t t = 1; t < NT; ++t) mx = xsimd::max(mx, sc[t]);
-                    const float mn = std::max(m[h], simd::reduce_max<Arch>(mx));
-                    B sum(0.0f);
-                    for (std::size_t t = 0; t < NT; ++t) {
-                        const B p = math::exp<Arch>(sc[t] - B(mn));
-                        simd::store<Arch>(S + r * TK + t * Wd, p);
-                        sum += p;
-                    }
-                    alpha[r] = math::exp(m[h] - mn);
-                    l[h] = l[h] * alpha[r] + simd::reduce_add<Arch>(sum);
-                    m[h] = mn;
-                }
-                dot_pv_rows<Arch, DC>(0, G, P, alpha, vb, sg.stride, nk, O + g * G * D, npf);
             }
+            const float* kpf = sg.k_tiled && npf ? kt + dot_block * D : nullptr;
+            const float* vb = sg.value(u0 + ka - off, g, D);
+            dot_softmax_rows<Arch, D>(qs, g * G, 0, G, kt, TS, kpf, (npf + kv_tile - 1) / kv_tile, ka, kb, m, l, P, alpha);
+            dot_pv_rows<Arch, D>(0, G, P, alpha, vb, sg.stride, ka, kb, npf ? vb + dot_block * sg.stride : nullptr, npf,
+                                 O + g * G * D);
         }
     }
 }
@@ -593,8 +582,7 @@ inline std::size_t attention_decode_workspace(const AttentionDims& dims, std::si
 #if !defined(XSIMD_NO_SUPPORTED_ARCHITECTURE)
     const std::size_t G = dims.group();
     const std::size_t partial = B * detail::attn::max_chunks * dims.n_heads * (d + 2);
-    const std::size_t per_thread =
-        std::max(dims.n_heads * d + G * (detail::attn::dot_tile<Arch> + 1), detail::attn::lane_scratch<Arch>(d));
+    const std::size_t per_thread = std::max(detail::attn::dot_scratch(dims.n_heads, G, d), detail::attn::lane_scratch<Arch>(d));
 #else
     const std::size_t partial = 0, per_thread = d;
 #endif
@@ -649,11 +637,11 @@ void attention_decode(MatrixView<const float> q, std::span<const std::size_t> po
         return;
     }
     if (path == AttentionPath::dot) {
-        // Tasks (b, chunk): chunk c of sequence b covers visible keys [lo + c*cs, lo + (c+1)*cs) for all heads.
+        // Chunk c of sequence b covers visible keys [lo + c*cs, lo + (c+1)*cs).
         const std::size_t slot = H * (d + 2);
         float* partial = base;                                // [B, max_chunks, (m [H], l [H], O [H, d])]
-        float* scratch0 = base + B * max_chunks * slot;       // per thread: qs [H, d], S [G, dot_tile], alpha [G]
-        const std::size_t per_thread = H * d + G * (dot_tile<Arch> + 1);
+        float* scratch0 = base + B * max_chunks * slot;       // per thread: qs [H, d], P [G, dot_block], alpha [G], Kt [dot_block, d]
+        const std::size_t per_thread = dot_scratch(H, G, d);
         auto chunks_of = [&](std::size_t b, std::size_t& lo, std::size_t& nchunks, std::size_t& cs) {
             std::size_t hi;
             visible_range(pos[b], pos[b], dims.window, lo, hi);
@@ -667,34 +655,37 @@ void attention_decode(MatrixView<const float> q, std::span<const std::size_t> po
             chunks_of(b, lo, nc, cs);
             total += nc;
         }
-        exec.parallel_for(total, 1, [&](std::size_t t0, std::size_t t1, std::size_t c) {
+        // Tasks (b, kv head g, chunk), chunks innermost: a thread's consecutive tasks continue one head's
+        // K and V streams instead of jumping between heads every chunk.
+        exec.parallel_for(total * Hk, 1, [&](std::size_t t0, std::size_t t1, std::size_t c) {
             float* qs = scratch0 + c * per_thread;
-            float* S = qs + H * d;
-            float* alpha = S + G * dot_tile<Arch>;
+            float* P = qs + H * d;
+            float* alpha = P + G * dot_block;
+            float* Kt = alpha + G;
             std::size_t b = 0, before = 0, lo = 0, nc = 0, cs = 0;
             chunks_of(0, lo, nc, cs);
             for (std::size_t t = t0; t < t1; ++t) {
-                while (t >= before + nc) {
-                    before += nc;
+                while (t >= before + nc * Hk) {
+                    before += nc * Hk;
                     ++b;
                     chunks_of(b, lo, nc, cs);
                 }
-                const std::size_t ch = t - before;
+                const std::size_t g = (t - before) / nc, ch = (t - before) % nc, h0 = g * G;
                 float* part = partial + (b * max_chunks + ch) * slot;
                 float* m = part;
                 float* l = part + H;
                 float* O = part + 2 * H;
-                std::fill(m, m + H, neg_inf);
-                std::fill(l, l + H, 0.0f);
-                std::fill(O, O + H * d, 0.0f);
+                std::fill(m + h0, m + h0 + G, neg_inf);
+                std::fill(l + h0, l + h0 + G, 0.0f);
+                std::fill(O + h0 * d, O + (h0 + G) * d, 0.0f);
                 const float* qr = q.row(b);
-                for (std::size_t i = 0; i < H * d; ++i) qs[i] = qr[i] * scale;
+                for (std::size_t i = h0 * d; i < (h0 + G) * d; ++i) qs[i] = qr[i] * scale;
                 const std::size_t jlo = lo + ch * cs, jhi = std::min(pos[b] + 1, jlo + cs);
                 if (jlo >= jhi) continue;
                 if (d == 64)
-                    dot_keys<Arch, 64 / Wd>(qs, Hk, G, kv[b], jlo, jhi, m, l, O, S, alpha);
+                    dot_keys<Arch, 64>(qs, g, G, kv[b], jlo, jhi, m, l, O, P, alpha, Kt);
                 else
-                    dot_keys<Arch, 128 / Wd>(qs, Hk, G, kv[b], jlo, jhi, m, l, O, S, alpha);
+                    dot_keys<Arch, 128>(qs, g, G, kv[b], jlo, jhi, m, l, O, P, alpha, Kt);
             }
         });
         // Merge the chunks of each sequence in order: M = max m_c; out = sum_c e^(m_c - M) O_c / sum_c e^(m_c - M) l_c.

@@ -2,9 +2,12 @@
 #include "../core/module.hpp"
 
 // Key/value caches of one attention layer for one sequence (stack-owned per-sequence state).
-// Layout of both: each kv head contiguous, K, V [n_kv_heads, slots, head_dim] (key of position p, head g
-// at (g * slots + slot(p)) * head_dim), so a decode step streams each head's keys and values
-// sequentially. Appending scatters the projection rows [n, n_kv_heads * head_dim] per head.
+// Layout of both: each kv head contiguous, so a decode step streams each head's keys and values
+// sequentially; slots rounded up to whole K tiles.
+//   V [n_kv_heads, slots, head_dim]: value of slot s, head g at (g * slots + s) * head_dim
+//   K [n_kv_heads, slots / kv_tile, head_dim, kv_tile]: transposed tiles of kv_tile keys (see
+//     kernels::KVSegment), so decode scores a tile's keys with vector FMAs and no horizontal sums.
+// Appending scatters the projection rows [n, n_kv_heads * head_dim] per head.
 // - KVCache: contiguous, slot = position, fixed capacity given at construction.
 // - WindowKVCache: ring of W slots, slot = position mod W; keeps the last W positions, which is all
 //   a sliding window of W needs (a query at i sees i-W+1 .. i). Memory O(W) whatever the length.
@@ -26,6 +29,18 @@
 namespace hystack {
 
 namespace detail {
+/// Slots rounded up to whole K tiles.
+inline std::size_t kv_slots(std::size_t n) { return (n + kernels::kv_tile - 1) / kernels::kv_tile * kernels::kv_tile; }
+
+/// Stores the K and V rows of kv head g (head_dim floats each) at slot s of a cache with `slots` slots.
+inline void store_kv(float* K, float* V, std::size_t slots, std::size_t d, std::size_t g, std::size_t s, const float* k,
+                     const float* v) {
+    constexpr std::size_t T = kernels::kv_tile;
+    float* kt = K + g * slots * d + (s / T) * T * d + s % T;  // Kt[g, s / T, t, s % T]
+    for (std::size_t t = 0; t < d; ++t) kt[t * T] = k[t];
+    std::memcpy(V + (g * slots + s) * d, v, d * sizeof(float));
+}
+
 inline void check_kv_rows(const char* who, MatrixView<const float> k, MatrixView<const float> v, std::size_t row) {
     check_shape(std::string(who) + ": k", k, any, row);
     check_shape(std::string(who) + ": v", v, k.rows, row);
@@ -37,7 +52,12 @@ class KVCache {
 public:
     KVCache() = default;
     KVCache(std::size_t capacity, std::size_t n_kv_heads, std::size_t head_dim)
-        : cap_(capacity), nkv_(n_kv_heads), d_(head_dim), k_(capacity * n_kv_heads * head_dim), v_(capacity * n_kv_heads * head_dim) {}
+        : cap_(capacity),
+          slots_(detail::kv_slots(capacity)),
+          nkv_(n_kv_heads),
+          d_(head_dim),
+          k_(slots_ * n_kv_heads * head_dim),
+          v_(slots_ * n_kv_heads * head_dim) {}
 
     std::size_t capacity() const { return cap_; }
     std::size_t length() const { return len_; }
@@ -46,6 +66,10 @@ public:
     std::size_t row_size() const { return nkv_ * d_; }
     /// Bytes of K and V storage (allocated at construction).
     std::size_t bytes() const { return k_.bytes() + v_.bytes(); }
+    /// Bytes a cache of this shape allocates.
+    static std::size_t bytes_for(std::size_t capacity, std::size_t n_kv_heads, std::size_t head_dim) {
+        return 2 * detail::kv_slots(capacity) * n_kv_heads * head_dim * sizeof(float);
+    }
     void reset() { len_ = 0; }
 
     /// Throws unless n more tokens fit.
@@ -57,31 +81,33 @@ public:
         detail::check_kv_rows("KVCache::append", k, v, row_size());
         check_append(k.rows);
         for (std::size_t i = 0; i < k.rows; ++i)
-            for (std::size_t g = 0; g < nkv_; ++g) {
-                std::memcpy(k_.data() + (g * cap_ + len_ + i) * d_, k.row(i) + g * d_, d_ * sizeof(float));
-                std::memcpy(v_.data() + (g * cap_ + len_ + i) * d_, v.row(i) + g * d_, d_ * sizeof(float));
-            }
+            for (std::size_t g = 0; g < nkv_; ++g)
+                detail::store_kv(k_.data(), v_.data(), slots_, d_, g, len_ + i, k.row(i) + g * d_, v.row(i) + g * d_);
         len_ += k.rows;
     }
     /// Adds the cached positions [0, length()) to a kernel view.
-    void add_to(kernels::KVView& kv) const { kv.add({0, len_, k_.data(), v_.data(), d_, cap_ * d_}); }
+    void add_to(kernels::KVView& kv) const { kv.add({0, len_, k_.data(), v_.data(), d_, slots_ * d_, true, 0}); }
     kernels::KVView view() const {
         kernels::KVView kv;
         add_to(kv);
         return kv;
     }
-    /// K, V of position p (< length()), kv head g: head_dim floats.
-    const float* k_at(std::size_t p, std::size_t g) const { return k_.data() + (g * cap_ + p) * d_; }
-    const float* v_at(std::size_t p, std::size_t g) const { return v_.data() + (g * cap_ + p) * d_; }
+    /// Dim t of the key / value of position p (< length()), kv head g.
+    float key(std::size_t p, std::size_t g, std::size_t t) const {
+        const kernels::KVSegment all{0, cap_, k_.data(), v_.data(), d_, slots_ * d_, true, 0};
+        return all.key(p, g, d_)[t * kernels::kv_tile];
+    }
+    float value(std::size_t p, std::size_t g, std::size_t t) const { return v_[(g * slots_ + p) * d_ + t]; }
 
+    /// Saves the cache's own layout: per kv head the K tiles holding positions < length(), then their V rows.
     void save(ByteWriter& w) const {
         w.u64(cap_);
         w.u64(nkv_);
         w.u64(d_);
         w.u64(len_);
         for (std::size_t g = 0; g < nkv_; ++g) {
-            w.f32({k_at(0, g), len_ * d_});
-            w.f32({v_at(0, g), len_ * d_});
+            w.f32({k_.data() + g * slots_ * d_, detail::kv_slots(len_) * d_});
+            w.f32({v_.data() + g * slots_ * d_, len_ * d_});
         }
     }
     void load(ByteReader& r) {
@@ -90,14 +116,14 @@ public:
               "] does not match [", cap_, ", ", nkv_, ", ", d_, "]");
         check(len <= cap_, "KVCache::load: length ", len, " exceeds capacity ", cap_);
         for (std::size_t g = 0; g < nkv_; ++g) {
-            r.f32({k_.data() + g * cap_ * d_, len * d_}, "KVCache::load: k");
-            r.f32({v_.data() + g * cap_ * d_, len * d_}, "KVCache::load: v");
+            r.f32({k_.data() + g * slots_ * d_, detail::kv_slots(len) * d_}, "KVCache::load: k");
+            r.f32({v_.data() + g * slots_ * d_, len * d_}, "KVCache::load: v");
         }
         len_ = len;
     }
 
 private:
-    std::size_t cap_ = 0, nkv_ = 0, d_ = 0, len_ = 0;
+    std::size_t cap_ = 0, slots_ = 0, nkv_ = 0, d_ = 0, len_ = 0;
     Buffer<float> k_, v_;
 };
 
@@ -106,7 +132,12 @@ class WindowKVCache {
 public:
     WindowKVCache() = default;
     WindowKVCache(std::size_t window, std::size_t n_kv_heads, std::size_t head_dim)
-        : w_(window), nkv_(n_kv_heads), d_(head_dim), k_(window * n_kv_heads * head_dim), v_(window * n_kv_heads * head_dim) {
+        : w_(window),
+          slots_(detail::kv_slots(window)),
+          nkv_(n_kv_heads),
+          d_(head_dim),
+          k_(slots_ * n_kv_heads * head_dim),
+          v_(slots_ * n_kv_heads * head_dim) {
         check(window > 0, "WindowKVCache: window must be > 0");
     }
 
@@ -119,6 +150,10 @@ public:
     std::size_t head_dim() const { return d_; }
     std::size_t row_size() const { return nkv_ * d_; }
     std::size_t bytes() const { return k_.bytes() + v_.bytes(); }
+    /// Bytes a cache of this shape allocates.
+    static std::size_t bytes_for(std::size_t window, std::size_t n_kv_heads, std::size_t head_dim) {
+        return KVCache::bytes_for(window, n_kv_heads, head_dim);
+    }
     void reset() { len_ = 0; }
     void check_append(std::size_t) const {}
 
@@ -128,10 +163,8 @@ public:
         const std::size_t n = k.rows, first = n > w_ ? n - w_ : 0;
         for (std::size_t i = first; i < n; ++i) {
             const std::size_t slot = (len_ + i) % w_;
-            for (std::size_t g = 0; g < nkv_; ++g) {
-                std::memcpy(k_.data() + (g * w_ + slot) * d_, k.row(i) + g * d_, d_ * sizeof(float));
-                std::memcpy(v_.data() + (g * w_ + slot) * d_, v.row(i) + g * d_, d_ * sizeof(float));
-            }
+            for (std::size_t g = 0; g < nkv_; ++g)
+                detail::store_kv(k_.data(), v_.data(), slots_, d_, g, slot, k.row(i) + g * d_, v.row(i) + g * d_);
         }
         len_ += n;
     }
@@ -139,17 +172,20 @@ public:
     void add_to(kernels::KVView& kv) const {
         const std::size_t n = held(), p0 = len_ - n, s0 = p0 % w_;
         const std::size_t first = std::min(n, w_ - s0);
-        kv.add({p0, first, k_.data() + s0 * d_, v_.data() + s0 * d_, d_, w_ * d_});
-        kv.add({p0 + first, n - first, k_.data(), v_.data(), d_, w_ * d_});
+        kv.add({p0, first, k_.data(), v_.data() + s0 * d_, d_, slots_ * d_, true, s0});
+        kv.add({p0 + first, n - first, k_.data(), v_.data(), d_, slots_ * d_, true, 0});
     }
     kernels::KVView view() const {
         kernels::KVView kv;
         add_to(kv);
         return kv;
     }
-    /// K, V of position p (length() - held() <= p < length()), kv head g: head_dim floats.
-    const float* k_at(std::size_t p, std::size_t g) const { return k_.data() + (g * w_ + p % w_) * d_; }
-    const float* v_at(std::size_t p, std::size_t g) const { return v_.data() + (g * w_ + p % w_) * d_; }
+    /// Dim t of the key / value of position p (length() - held() <= p < length()), kv head g.
+    float key(std::size_t p, std::size_t g, std::size_t t) const {
+        const kernels::KVSegment all{0, w_, k_.data(), v_.data(), d_, slots_ * d_, true, 0};
+        return all.key(p % w_, g, d_)[t * kernels::kv_tile];
+    }
+    float value(std::size_t p, std::size_t g, std::size_t t) const { return v_[(g * slots_ + p % w_) * d_ + t]; }
 
     void save(ByteWriter& w) const {
         w.u64(w_);
@@ -170,7 +206,7 @@ public:
     }
 
 private:
-    std::size_t w_ = 0, nkv_ = 0, d_ = 0, len_ = 0;
+    std::size_t w_ = 0, slots_ = 0, nkv_ = 0, d_ = 0, len_ = 0;
     Buffer<float> k_, v_;
 };
 

@@ -24,6 +24,7 @@
 #include "../core/executor.hpp"
 #include "../core/param.hpp"
 #include "../core/view.hpp"
+#include "../kernels/kv_cache.hpp"
 #include "../kernels/rmsnorm.hpp"
 #include "config.hpp"
 #include "schedule.hpp"
@@ -305,8 +306,8 @@ public:
         const std::size_t heads = cfg_.num_attention_heads ? cfg_.num_attention_heads : 1;
         const std::size_t kv_heads = cfg_.num_key_value_heads ? cfg_.num_key_value_heads : heads;
         const std::size_t head_dim = cfg_.d_model / heads;
-        const std::size_t t = cfg_.sliding_window ? std::min(context_length, cfg_.sliding_window) : context_length;
-        return 2 * kv_heads * head_dim * t * sizeof(float);
+        return cfg_.sliding_window ? WindowKVCache::bytes_for(cfg_.sliding_window, kv_heads, head_dim)
+                                   : KVCache::bytes_for(context_length, kv_heads, head_dim);
     }
 
     /// Runs L tokens through every layer: x [L, d_model] is the residual stream, updated in place.
