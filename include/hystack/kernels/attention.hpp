@@ -38,6 +38,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <span>
 #include <vector>
@@ -302,10 +303,10 @@ inline void softmax_tile(float* St, std::size_t nk, bool mask, double rj0, const
         }
         // A row with no visible key so far keeps m = -inf; subtract 0 instead so exp gives 0, not NaN.
         const B msafe = xsimd::select(mx == ninf, zero, mx);
-        alpha[rb] = math::exp<Arch>(m_old - msafe);
+        alpha[rb] = math::exp_nonpos<Arch>(m_old - msafe);
         B sum(0.0f);
         for (std::size_t k = 0; k < nk; ++k) {
-            const B p = math::exp<Arch>(simd::load_aligned<Arch>(St + k * RS + rb * Wd) - msafe);
+            const B p = math::exp_nonpos<Arch>(simd::load_aligned<Arch>(St + k * RS + rb * Wd) - msafe);
             simd::store<Arch>(St + k * RS + rb * Wd, p);
             sum += p;
         }
@@ -506,7 +507,7 @@ inline void dot_softmax(const float* qs, std::size_t h0, std::size_t r0, const f
         const float mn = std::max(m[h], simd::reduce_max<Arch>(mx));  // finite: the block has a valid key
         B sum(0.0f);
         for (std::size_t v = 0; v < NV; ++v) {
-            const B p = math::exp<Arch>(sc[r][v] - B(mn));
+            const B p = math::exp_nonpos<Arch>(sc[r][v] - B(mn));
             simd::store<Arch>(P + (r0 + r) * dot_block + v * Wd, p);
             sum += p;
         }
@@ -551,6 +552,12 @@ inline void dot_keys(const float* qs, std::size_t g, std::size_t G, const KVView
             const float* kt = Kt;
             if (sg.k_tiled) {
                 kt = ktile + u0 / kv_tile * TS;
+                // A segment's last block may reach past its last tile (past the cache's storage): score a copy.
+                const std::size_t have = (uend + kv_tile - 1) / kv_tile - u0 / kv_tile;
+                if (have < dot_block / kv_tile) {
+                    std::memcpy(Kt, kt, have * TS * sizeof(float));
+                    kt = Kt;
+                }
             } else {
                 // Kt[k / kv_tile, t, k % kv_tile] = K[key u0 + k - off, t]
                 for (std::size_t k = ka; k < kb; ++k) {
