@@ -428,11 +428,10 @@ inline void dot_scores(const float* qs /*[RG, D]*/, const float* kt, std::size_t
     for (std::size_t h = 0; h < S; ++h)
         for (int r = 0; r < RG; ++r)
             for (std::size_t v = 0; v < NV; ++v) acc[h][r][v] = B(0.0f);
-    for (std::size_t t0 = 0; t0 < D; t0 += S) {
+    // acc[h] += q[t] * Kt[t] for t = t0 + h; the prefetching and the plain loop are separate (no branch per t)
+    auto step = [&](std::size_t t0) {
         for (std::size_t h = 0; h < S; ++h) {
             const std::size_t t = t0 + h;
-            if (pf)
-                for (std::size_t j = 0; j < pf_tiles; ++j) prefetch(pf + j * tile_stride + t * kv_tile);
             B kv[NV];
             for (std::size_t v = 0; v < NV; ++v) {
                 kv[v] = simd::load<Arch>(kt + (v / VPT) * tile_stride + t * kv_tile + (v % VPT) * Wd);
@@ -443,6 +442,15 @@ inline void dot_scores(const float* qs /*[RG, D]*/, const float* kt, std::size_t
                 for (std::size_t v = 0; v < NV; ++v) acc[h][r][v] = simd::fma<Arch>(qb, kv[v], acc[h][r][v]);
             }
         }
+    };
+    if (pf) {
+        for (std::size_t t0 = 0; t0 < D; t0 += S) {
+            for (std::size_t h = 0; h < S; ++h)
+                for (std::size_t j = 0; j < pf_tiles; ++j) prefetch(pf + j * tile_stride + (t0 + h) * kv_tile);
+            step(t0);
+        }
+    } else {
+        for (std::size_t t0 = 0; t0 < D; t0 += S) step(t0);
     }
     for (int r = 0; r < RG; ++r)
         for (std::size_t v = 0; v < NV; ++v) sc[r][v] = S == 2 ? acc[0][r][v] + acc[S - 1][r][v] : acc[0][r][v];
@@ -519,7 +527,8 @@ inline void dot_softmax(const float* qs, std::size_t h0, std::size_t r0, const f
             simd::store<Arch>(P + (r0 + r) * dot_block + v * Wd, p);
             sum += p;
         }
-        alpha[r0 + r] = math::exp(m[h] - mn);
+        // alpha = e^(m - m'): 1 while the running max holds (most blocks of a long context)
+        alpha[r0 + r] = mn == m[h] ? 1.0f : math::exp(m[h] - mn);
         l[h] = l[h] * alpha[r0 + r] + simd::reduce_add<Arch>(sum);
         m[h] = mn;
     }
