@@ -102,7 +102,8 @@ public:
     class State {
     public:
         static constexpr std::uint64_t magic = 0x5441545354534848ull;  // "HHSTSTAT" little-endian
-        static constexpr std::uint64_t version = 1;
+        // 2: attention K caches are saved as transposed 16-key tiles (version 1 held K rows)
+        static constexpr std::uint64_t version = 2;
 
         State() = default;
         /// Tokens seen by this sequence.
@@ -122,7 +123,7 @@ public:
         LayerState& layer(std::size_t i) { return layers_.at(i); }
         const LayerState& layer(std::size_t i) const { return layers_.at(i); }
 
-        /// Format v1: u64 magic, u64 version, u64 layers, u64 tokens, then per layer u64 kind
+        /// Format v2: u64 magic, u64 version, u64 layers, u64 tokens, then per layer u64 kind
         /// (0 mamba, 1 attention), u64 payload bytes, payload (the layer state's own save()).
         void save(ByteWriter& w) const {
             w.u64(magic);
