@@ -6,6 +6,7 @@
 #include <cstring>
 #include <limits>
 #include <numeric>
+#include <random>
 #include <vector>
 
 #include "catch.hpp"
@@ -237,6 +238,51 @@ TEST_CASE("bf16: round to nearest even, NaN, inf, exact widening, SIMD arrays ma
     std::vector<bf16> small(3);
     CHECK_THROWS_AS(narrow(std::span<const float>(xs), std::span<bf16>(small)), error);
 }
+
+#if !defined(XSIMD_NO_SUPPORTED_ARCHITECTURE)
+namespace {
+// The halving tree reduce_add_many promises, on stored lanes: s_l += s_{l+h} for h = W/2, ..., 1.
+float halving_tree(std::vector<float> s) {
+    for (std::size_t h = s.size() / 2; h >= 1; h /= 2)
+        for (std::size_t l = 0; l < h; ++l) s[l] += s[l + h];
+    return s[0];
+}
+template <std::size_t N>
+void check_reduce_many(std::mt19937& rng) {
+    using A = simd::default_arch;
+    constexpr std::size_t W = simd::width<A>;
+    // lanes of mixed sign and magnitude, so a different pairing would round differently
+    std::uniform_real_distribution<float> d(-1.0f, 1.0f);
+    std::vector<float> lanes(N * W);
+    for (std::size_t i = 0; i < lanes.size(); ++i) lanes[i] = d(rng) * std::ldexp(1.0f, int(i % 7) * 9 - 30);
+    simd::batch<A> v[N];
+    for (std::size_t a = 0; a < N; ++a) v[a] = simd::load<A>(lanes.data() + a * W);
+    std::vector<float> out(N + 1, -7.0f);
+    simd::reduce_add_many<A>(v, out.data());
+    for (std::size_t a = 0; a < N; ++a) {
+        INFO("N " << N << " vector " << a);
+        const float want = halving_tree(std::vector<float>(lanes.begin() + std::ptrdiff_t(a * W),
+                                                           lanes.begin() + std::ptrdiff_t((a + 1) * W)));
+        CHECK(std::memcmp(&out[a], &want, 4) == 0);
+    }
+    CHECK(out[N] == -7.0f);  // writes exactly N sums
+}
+}  // namespace
+
+TEST_CASE("reduce_add_many: each sum is its vector's halving tree, bit for bit, whatever N", "[core]") {
+    std::mt19937 rng(5);
+    for (int rep = 0; rep < 20; ++rep) {
+        check_reduce_many<1>(rng);
+        check_reduce_many<2>(rng);
+        check_reduce_many<7>(rng);
+        check_reduce_many<8>(rng);
+        check_reduce_many<16>(rng);
+        check_reduce_many<17>(rng);
+        check_reduce_many<24>(rng);
+        check_reduce_many<33>(rng);
+    }
+}
+#endif
 
 #if !defined(XSIMD_NO_SUPPORTED_ARCHITECTURE)
 TEST_CASE("exp_nonpos (the scan's decay) equals exp for x <= 0, -inf and denormal results included", "[core]") {

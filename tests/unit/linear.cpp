@@ -102,6 +102,37 @@ TEST_CASE("linear: 1 and 2 threads bit-identical on a large shape; a row alone e
     }
 }
 
+TEST_CASE("linear: long rows (K blocks outermost, several M blocks) give the bits of a row alone", "[linear]") {
+    // in = 2100: two K blocks of 1024, a short one, and a scalar tail; 140 rows span several M blocks.
+    // A batch accumulates each lane across the K blocks; a row alone (decode) runs one pass.
+    ThreadPool pool2(2);
+    const std::size_t L = 140, in = 2100, out = 20;
+    auto x = random_matrix(L, in, 21);
+    auto W = random_matrix(out, in, 22);
+    auto b = random_matrix(1, out, 23);
+    Matrix<float> y1(L, out), y2(L, out), y_one(1, out);
+    kernels::linear(x, W, b.span(), y1);
+    kernels::linear(x, W, b.span(), y2.view(), pool2);
+    CHECK(same_bits(y1, y2));
+    std::vector<double> want, mag;
+    reference(x, W, b.span(), want, mag);
+    check_close(y1, want, mag, in);
+    for (std::size_t r = 0; r < L; r += 9) {
+        kernels::linear(x.view().rows_slice(r, 1), W, b.span(), y_one.view());
+        INFO("row " << r);
+        CHECK(same_bits(y_one, MatrixView<const float>(y1.view().rows_slice(r, 1))));
+    }
+    // the fused SwiGLU input side too: h of a row alone equals its row of the batch
+    auto Wu = random_matrix(out, in, 24);
+    Matrix<float> h(L, out), h_one(1, out);
+    kernels::linear_swiglu(x, W, Wu, h.view(), pool2);
+    for (std::size_t r = 0; r < L; r += 9) {
+        kernels::linear_swiglu(x.view().rows_slice(r, 1), W, Wu, h_one.view());
+        INFO("row " << r);
+        CHECK(same_bits(h_one, MatrixView<const float>(h.view().rows_slice(r, 1))));
+    }
+}
+
 TEST_CASE("linear works on strided views and extreme values", "[linear]") {
     // x and y as column slices of wider matrices (row stride > cols)
     auto xb = random_matrix(9, 50, 3);

@@ -68,6 +68,56 @@ inline float reduce_add(const batch<Arch>& v) {
     return xsimd::reduce_add(v);
 #endif
 }
+
+/// out[a] = the lanes of v[a] summed by one fixed halving tree (s_l += s_{l+h} for h = W/2, ..., 1),
+/// for a < N. On AVX-512 sixteen sums share one transposed tree (15 adds, 30 shuffles, no horizontal
+/// adds); elsewhere the same tree runs on the stored lanes. Each sum depends only on its own vector,
+/// so results do not depend on N or on what else is summed with it (linear's canonical order).
+template <class Arch, std::size_t N>
+inline void reduce_add_many(const batch<Arch> (&v)[N], float* out) {
+    constexpr std::size_t W = width<Arch>;
+#if defined(__AVX512F__)
+    if constexpr (is_avx512<Arch>) {
+        for (std::size_t g = 0; g < N; g += 16) {
+            // level h = 8: r1[i] = [v[2i] lanes l + l+8 | v[2i+1] lanes l + l+8]
+            __m512 r1[8];
+            for (std::size_t i = 0; i < 8; ++i) {
+                const __m512 a = g + 2 * i < N ? __m512(v[g + 2 * i]) : _mm512_setzero_ps();
+                const __m512 b = g + 2 * i + 1 < N ? __m512(v[g + 2 * i + 1]) : _mm512_setzero_ps();
+                r1[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(1, 0, 1, 0)),
+                                      _mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(3, 2, 3, 2)));
+            }
+            // h = 4: quarter j of r2[i] is v[g + 4i + j] reduced to 4 lanes
+            __m512 r2[4];
+            for (std::size_t i = 0; i < 4; ++i)
+                r2[i] = _mm512_add_ps(_mm512_shuffle_f32x4(r1[2 * i], r1[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                      _mm512_shuffle_f32x4(r1[2 * i], r1[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+            // h = 2, inside 128-bit lanes: quarter j of r3[i] = [v[8i + j] x2 | v[8i + 4 + j] x2]
+            __m512 r3[2];
+            for (std::size_t i = 0; i < 2; ++i)
+                r3[i] = _mm512_add_ps(_mm512_shuffle_ps(r2[2 * i], r2[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                                      _mm512_shuffle_ps(r2[2 * i], r2[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+            // h = 1: lane 4j + m holds the sum of v[g + 4m + j]; permute to lane a = v[g + a]
+            const __m512 u = _mm512_add_ps(_mm512_shuffle_ps(r3[0], r3[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                           _mm512_shuffle_ps(r3[0], r3[1], _MM_SHUFFLE(3, 1, 3, 1)));
+            const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+            const __m512 sums = _mm512_permutexvar_ps(order, u);
+            if (g + 16 <= N)
+                _mm512_storeu_ps(out + g, sums);
+            else
+                _mm512_mask_storeu_ps(out + g, __mmask16((1u << (N - g)) - 1u), sums);
+        }
+        return;
+    }
+#endif
+    alignas(64) float s[W];
+    for (std::size_t a = 0; a < N; ++a) {
+        v[a].store_aligned(s);
+        for (std::size_t h = W / 2; h >= 1; h /= 2)
+            for (std::size_t l = 0; l < h; ++l) s[l] += s[l + h];
+        out[a] = s[0];
+    }
+}
 /// Horizontal max.
 template <class Arch>
 inline float reduce_max(const batch<Arch>& v) {
