@@ -60,9 +60,9 @@ namespace detail {
 /// on Zen 5 (48 KB L1), paired runs: 1024 beats 512, 768 and 2048 by 4-18% (MoE, SwiGLU, 4096-wide).
 inline constexpr std::size_t linear_kc = 1024;
 /// x rows of one M block (Mc rows x in floats) are kept within this many bytes (L2), and to at most
-/// max_block_rows rows (the accumulators of its tiles wait on the stack between K blocks: <= 64 KB).
+/// linear_max_block_rows rows (the accumulators of its tiles wait on the stack between K blocks: <= 64 KB).
 inline constexpr std::size_t linear_x_block_bytes = 512u << 10;
-inline constexpr std::size_t max_block_rows = 128;
+inline constexpr std::size_t linear_max_block_rows = 128;
 
 /// Vector width used by linear on Arch (1 when SIMD is off: everything is the scalar tail).
 template <class Arch>
@@ -143,9 +143,9 @@ inline void gemm_nt_tiles(std::size_t M, std::size_t K, std::size_t t0, std::siz
     const std::size_t Kv = linear_vector_part<Arch>(K);
     // M block: Mc rows of x (Mc * K floats) stay in L2 while the W tiles sweep them.
     const std::size_t row_bytes = std::max<std::size_t>(K, 1) * sizeof(float);
-    std::size_t Mc = std::max<std::size_t>(RM, std::min(linear_x_block_bytes / row_bytes, max_block_rows) / RM * RM);
+    std::size_t Mc = std::max<std::size_t>(RM, std::min(linear_x_block_bytes / row_bytes, linear_max_block_rows) / RM * RM);
     Mc = std::min(Mc, (M + RM - 1) / RM * RM);
-    alignas(64) float sums[max_block_rows / RM * NP] = {};  // [tile of the M block][NP]; the padding stays zero
+    alignas(64) float sums[linear_max_block_rows / RM * NP] = {};  // [tile of the M block][NP]; the padding stays zero
     const float* wr[RN];
     const float* xr[RM];
     // One pass over K when the tile's W rows are read once anyway (a single x tile: decode streams W)
@@ -166,7 +166,7 @@ inline void gemm_nt_tiles(std::size_t M, std::size_t K, std::size_t t0, std::siz
                     dot_tile<Arch, RM, RN, true, true>(xr, wr, 0, Kv, nullptr, sums + q * NP);
                 }
             } else {
-                simd::batch<Arch> state[max_block_rows / RM * N];  // the accumulators of the M block's tiles
+                simd::batch<Arch> state[linear_max_block_rows / RM * N];  // the accumulators of the M block's tiles
                 for (std::size_t k0 = 0; k0 < Kv; k0 += linear_kc) {
                     const std::size_t k1 = std::min(Kv, k0 + linear_kc);
                     for (std::size_t q = 0; q < nq; ++q) {
