@@ -23,6 +23,16 @@ inline void prefetch(const void* p) {
 #endif
 }
 
+/// Cache hint for data needed a little later: p goes to L2 (not L1), so a long lead does not evict
+/// what the kernel is reading now.
+inline void prefetch_l2(const void* p) {
+#if defined(__GNUC__) || defined(__clang__)
+    __builtin_prefetch(p, 0, 2);
+#else
+    (void)p;
+#endif
+}
+
 #if defined(XSIMD_NO_SUPPORTED_ARCHITECTURE)
 inline constexpr bool enabled = false;
 struct default_arch {};

