@@ -165,16 +165,16 @@ inline void gemm_nt_tiles(std::size_t M, std::size_t K, std::size_t t0, std::siz
                 for (int i = 0; i < RM; ++i) xr[i] = xrow(std::min<std::size_t>(m0 + std::size_t(i), M - 1));
             };
 #if !defined(XSIMD_NO_SUPPORTED_ARCHITECTURE)
-            if (nq == 1) {
-                // a single x tile (decode): W streams from memory once; hint the next tile's rows
+            if (!blocked) {
+                // the first x tile streams the W tile from memory: it hints the next tile's rows
                 const float* wn[RN];
                 wrows(t + 1 < t1 ? t + 1 : t, wn);
-                rows_of(0);
-                dot_tile<Arch, RM, RN, true, true, true>(xr, wr, 0, Kv, nullptr, sums, wn);
-            } else if (!blocked) {
                 for (std::size_t q = 0; q < nq; ++q) {
                     rows_of(q);
-                    dot_tile<Arch, RM, RN, true, true>(xr, wr, 0, Kv, nullptr, sums + q * NP);
+                    if (q == 0)
+                        dot_tile<Arch, RM, RN, true, true, true>(xr, wr, 0, Kv, nullptr, sums, wn);
+                    else
+                        dot_tile<Arch, RM, RN, true, true>(xr, wr, 0, Kv, nullptr, sums + q * NP);
                 }
             } else {
                 simd::batch<Arch> state[linear_max_block_rows / RM * N];  // the accumulators of the M block's tiles
