@@ -13,25 +13,24 @@
 
 namespace hystack::simd {
 
-/// Cache hint: p will be read soon. Kernels that stream memory the hardware prefetchers miss (many
-/// strided rows at once) use it; a no-op where the compiler has no prefetch builtin.
-inline void prefetch(const void* p) {
+/// Cache hint with the __builtin_prefetch locality (3: into L1, 2: into L2); a no-op where the
+/// compiler has no prefetch builtin.
+template <int Locality>
+inline void prefetch_to(const void* p) {
 #if defined(__GNUC__) || defined(__clang__)
-    __builtin_prefetch(p, 0, 3);
+    __builtin_prefetch(p, 0, Locality);
 #else
     (void)p;
 #endif
 }
 
+/// Cache hint: p will be read soon. Kernels that stream memory the hardware prefetchers miss (many
+/// strided rows at once) use it.
+inline void prefetch(const void* p) { prefetch_to<3>(p); }
+
 /// Cache hint for data needed a little later: p goes to L2 (not L1), so a long lead does not evict
 /// what the kernel is reading now.
-inline void prefetch_l2(const void* p) {
-#if defined(__GNUC__) || defined(__clang__)
-    __builtin_prefetch(p, 0, 2);
-#else
-    (void)p;
-#endif
-}
+inline void prefetch_l2(const void* p) { prefetch_to<2>(p); }
 
 #if defined(XSIMD_NO_SUPPORTED_ARCHITECTURE)
 inline constexpr bool enabled = false;

@@ -150,7 +150,8 @@ inline void gemm_nt_tiles(std::size_t M, std::size_t K, std::size_t t0, std::siz
     const std::size_t row_bytes = std::max<std::size_t>(K, 1) * sizeof(float);
     std::size_t Mc = std::max<std::size_t>(RM, std::min(linear_x_block_bytes / row_bytes, linear_max_block_rows) / RM * RM);
     Mc = std::min(Mc, (M + RM - 1) / RM * RM);
-    alignas(64) float sums[linear_max_block_rows / RM * NP] = {};  // [tile of the M block][NP]; the padding stays zero
+    alignas(64) float sums[linear_max_block_rows / RM * NP];  // [tile of the M block][NP]
+    std::fill_n(sums, Mc / RM * NP, 0.0f);  // the slots in use (one for decode); their padding stays zero
     const float* wr[RN];
     const float* xr[RM];
     // One pass over K when the tile's W rows are read once anyway (a single x tile: decode streams W)
