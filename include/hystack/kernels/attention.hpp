@@ -38,7 +38,6 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
 #include <limits>
 #include <span>
 #include <vector>
@@ -395,6 +394,8 @@ inline constexpr std::size_t max_chunks = 64;
 /// blocks of 4 tiles (32 KB of K and V per block at head_dim 64) streamed 10-15 points of the read
 /// bandwidth less, measured side by side.
 inline constexpr std::size_t dot_block = kv_tile;
+// dot_keys reads a cache's blocks in place: a block of several tiles could reach past a segment's last tile.
+static_assert(dot_block == kv_tile, "decode blocks are one K tile");
 
 /// Chunk size for n keys: a multiple of dot_block (a cache's blocks then never straddle two chunks).
 inline std::size_t chunk_size(std::size_t n) {
@@ -568,13 +569,7 @@ inline void dot_keys(const float* qs, std::size_t g, std::size_t G, const KVView
             const std::size_t npf = u0 + dot_block < uend ? std::min(dot_block, uend - u0 - dot_block) : 0;
             const float* kt = Kt;
             if (sg.k_tiled) {
-                kt = ktile + u0 / kv_tile * TS;
-                // A segment's last block may reach past its last tile (past the cache's storage): score a copy.
-                const std::size_t have = (uend + kv_tile - 1) / kv_tile - u0 / kv_tile;
-                if (have < dot_block / kv_tile) {
-                    std::memcpy(Kt, kt, have * TS * sizeof(float));
-                    kt = Kt;
-                }
+                kt = ktile + u0 / kv_tile * TS;  // a block is one tile: it never reaches past the segment's last tile
             } else {
                 // Kt[k / kv_tile, t, k % kv_tile] = K[key u0 + k - off, t]
                 for (std::size_t k = ka; k < kb; ++k) {
