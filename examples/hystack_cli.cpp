@@ -93,7 +93,7 @@ int logits(const hystack::cli::Args& a) {
                                    std::vector<hystack::io::TensorData>{
                                        {"input_ids", {idf.size()}, idf},
                                        {"logits", {all.rows(), all.cols()}, all.span()},
-                                       {"last_hidden", {lm.d_model()}, lm.last_hidden()}},
+                                       {"last_hidden", {lm.d_model()}, lm.last_hidden(st)}},
                                    {{"producer", "hystack-cli logits"}});
     std::fprintf(stderr, "wrote %s: logits [%zu, %zu]; prefill %.1f tokens/s\n", a.out.c_str(), all.rows(), all.cols(),
                  double(a.ids->size()) / s);

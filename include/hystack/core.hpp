@@ -11,3 +11,4 @@
 #include "core/bf16.hpp"
 #include "core/param.hpp"
 #include "core/bytes.hpp"
+#include "core/workspace.hpp"

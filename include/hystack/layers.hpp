@@ -5,6 +5,8 @@
 #endif
 #include "core.hpp"
 #include "kernels.hpp"
+#include "layers/norm.hpp"
+#include "layers/embedding.hpp"
 #include "layers/mamba.hpp"
 #include "layers/mlp.hpp"
 #include "layers/moe.hpp"

@@ -35,7 +35,7 @@ void check_model(const golden::File& f, golden::Report& rep, hystack::CausalLM& 
     auto st = lm.make_state(ctx);
     auto logits = lm.prefill_all(input, st, exec);
     rep.compare(tag + "logits", logits.span(), f.at("logits").data);
-    if (f.has("last_hidden")) rep.compare(tag + "last_hidden", lm.last_hidden(), f.at("last_hidden").data);
+    if (f.has("last_hidden")) rep.compare(tag + "last_hidden", lm.last_hidden(st), f.at("last_hidden").data);
 
     // Decode steps with the caches.
     if (!steps.empty()) {
@@ -46,7 +46,7 @@ void check_model(const golden::File& f, golden::Report& rep, hystack::CausalLM& 
         }
         rep.compare(tag + "step_logits", got, f.at("step_logits").data);
         if (f.has("step_last_hidden"))
-            rep.compare(tag + "step_last_hidden", lm.last_hidden(), f.at("step_last_hidden").data);
+            rep.compare(tag + "step_last_hidden", lm.last_hidden(st), f.at("step_last_hidden").data);
     }
 
     // One uncached prefill over input + steps.
@@ -88,7 +88,7 @@ void check(const golden::File& f, golden::Report& rep) {
         const std::string& ne = f.meta.at("layers_num_experts");
         std::string ours;
         for (std::size_t i = 0; i < lm.schedule().size(); ++i)
-            ours += (i ? "," : "") + std::to_string(lm.schedule()[i].ff == hystack::FeedForwardKind::moe
+            ours += (i ? "," : "") + std::to_string(lm.schedule()[i].ff == hystack::kinds::moe
                                                        ? lm.config().stack.num_experts
                                                        : 1);
         if (ours != ne) rep.fail("schedule: metadata layers_num_experts " + ne + ", model " + ours);

@@ -131,7 +131,7 @@ TEST_CASE("prefill, chunked prefill and steps agree; threads give identical resu
     auto all = lm.prefill_all(ids, s1, serial);
     REQUIRE(all.rows() == 21);
     REQUIRE(all.cols() == 64);
-    const std::vector<float> hidden(lm.last_hidden().begin(), lm.last_hidden().end());
+    const std::vector<float> hidden(lm.last_hidden(s1).begin(), lm.last_hidden(s1).end());
 
     // Last-position API = last row.
     auto s2 = lm.make_state(64);
@@ -144,7 +144,7 @@ TEST_CASE("prefill, chunked prefill and steps agree; threads give identical resu
         auto l = lm.step(ids[i], s3, serial);
         CHECK(max_diff(l, std::span<const float>(all.row(i), 64)) < 1e-4);
     }
-    CHECK(max_diff(lm.last_hidden(), hidden) < 1e-4);
+    CHECK(max_diff(lm.last_hidden(s3), hidden) < 1e-4);
 
     // Chunks of 5 (state carried), threaded.
     lm.set_prefill_chunk(5);

@@ -127,7 +127,9 @@ TEST_CASE("restores are checked and leave the state untouched on error", "[persi
     CHECK_ERROR("not a hystack state", target.from_bytes(bad));
     bad = good;
     bad[8] = std::byte(1);  // a state saved before the K tile layout
-    CHECK_ERROR("unsupported state format version 1 (this build reads 2)", target.from_bytes(bad));
+    CHECK_ERROR("unsupported state format version 1 (this build reads 3)", target.from_bytes(bad));
+    bad[8] = std::byte(2);  // a state whose layers were tagged by a variant index, not a kind name
+    CHECK_ERROR("unsupported state format version 2 (this build reads 3)", target.from_bytes(bad));
     for (std::size_t cut : {std::size_t(5), std::size_t(40), good.size() / 2, good.size() - 1}) {
         bad.assign(good.begin(), good.begin() + std::ptrdiff_t(cut));
         CHECK_ERROR("truncated", target.from_bytes(bad));

@@ -14,9 +14,9 @@
 using namespace hystack;
 
 namespace {
-using ToyStack = BasicStack<toy::Layers>;
+using ToyStack = toy::Stack;
 template <class R, class P = JambaPlacement>
-using ToyHybrid = HybridStack<R, P, toy::Layers>;
+using ToyHybrid = toy::Hybrid<R, P>;
 
 void fill(ParamList params, std::uint64_t seed) {
     randomize_params(params, seed);
@@ -123,7 +123,7 @@ TEST_CASE("params carry HF names under layers.{i}", "[stack]") {
     CHECK(p[5].name == "layers.1.feed_forward.router.weight");
     CHECK(p[16].name == "layers.4.self_attn.q_proj.weight");
     CHECK(p[2].shape == std::vector<std::size_t>{8});
-    CHECK(p[2].data.data() == s.input_layernorm(0).data());
+    CHECK(p[2].data.data() == s.block(0).mixer_norm.weight().data());
 }
 
 TEST_CASE("decoder layer: x += mixer(norm(x)); x += ff(norm(x))", "[stack]") {
@@ -137,15 +137,15 @@ TEST_CASE("decoder layer: x += mixer(norm(x)); x += ff(norm(x))", "[stack]") {
     auto st = s.make_state(16);
     s.prefill(x.view(), st);
     // Reference with the toy layer directly.
-    auto rs = s.mamba(0)->make_state();
+    auto rs = s.mixer_as<toy::Rec>(0)->make_state();
     Matrix<float> h(1, 8), y(1, 8);
     SerialExecutor ex;
     for (std::size_t r = 0; r < 3; ++r) {
-        kernels::rmsnorm_row(ref.row(r), s.input_layernorm(0).data(), h.data(), 8, c.rms_norm_eps);
-        s.mamba(0)->prefill(MatrixView<const float>(h.view()), rs, y.view(), ex);
+        kernels::rmsnorm_row(ref.row(r), s.block(0).mixer_norm.weight().data(), h.data(), 8, c.rms_norm_eps);
+        s.mixer_as<toy::Rec>(0)->prefill(MatrixView<const float>(h.view()), rs, y.view(), ex);
         for (int i = 0; i < 8; ++i) ref(r, i) += y(0, i);
-        kernels::rmsnorm_row(ref.row(r), s.pre_ff_layernorm(0).data(), h.data(), 8, c.rms_norm_eps);
-        s.dense(0)->prefill(MatrixView<const float>(h.view()), y.view(), ex);
+        kernels::rmsnorm_row(ref.row(r), s.block(0).ff_norm.weight().data(), h.data(), 8, c.rms_norm_eps);
+        s.feed_forward_as<toy::FF>(0)->prefill(MatrixView<const float>(h.view()), y.view(), ex);
         for (int i = 0; i < 8; ++i) ref(r, i) += y(0, i);
     }
     CHECK(same(x.span(), ref.span()));
@@ -239,7 +239,7 @@ TEST_CASE("state restore checks header, layers, sizes and leaves the state alone
     CHECK_ERROR("state has 8 layers, the stack has 16", other.from_bytes(good));
     ToyHybrid<std::ratio<1, 8>, FrontPlacement> front(toy::config(8, 8));
     auto fs = front.make_state(8);
-    CHECK_ERROR("layer 0: saved a mamba state, the stack has attention", fs.from_bytes(good));
+    CHECK_ERROR("layer 0: saved a 'mamba1' state, the stack has 'attention'", fs.from_bytes(good));
     auto small = s.make_state(4);
     CHECK_ERROR("capacity 8, expected 4", small.from_bytes(good));
     // Using a state with a stack it does not belong to.

@@ -1,7 +1,7 @@
 #pragma once
-// Tiny layers with the layer contract's interface (for stack/persistence tests independent of the
-// real kernels): a recurrent "mamba" (h = a*h + W x), a causal-mean "attention" over a KV-like
-// cache, and linear+tanh feed-forwards.
+// Tiny layers with the layer-kind contract (stack/kinds.hpp), registered under the built-in kinds'
+// names (for stack/persistence tests independent of the real kernels): a recurrent "mamba"
+// (h = a*h + W x), a causal-mean "attention" over a KV-like cache, and linear+tanh feed-forwards.
 #include <hystack/stack.hpp>
 
 #include <cmath>
@@ -59,13 +59,16 @@ struct Rec {
         }
     }
     template <Executor E>
-    void prefill(MatrixView<const float> x, State& st, MatrixView<float> y, E&) {
+    void prefill(MatrixView<const float> x, State& st, MatrixView<float> y, Workspace&, E&) const {
         for (std::size_t r = 0; r < x.rows; ++r) one(x.row(r), st, y.row(r));
     }
     template <Executor E>
-    void step(std::span<const float> x, State& st, std::span<float> y, E&) { one(x.data(), st, y.data()); }
+    void prefill(MatrixView<const float> x, State& st, MatrixView<float> y, E& e) const {
+        Workspace ws;
+        prefill(x, st, y, ws, e);
+    }
     template <Executor E>
-    void step_batch(MatrixView<const float> x, std::span<State* const> s, MatrixView<float> y, E&) {
+    void step_batch(MatrixView<const float> x, std::span<State* const> s, MatrixView<float> y, Workspace&, E&) const {
         for (std::size_t b = 0; b < x.rows; ++b) one(x.row(b), *s[b], y.row(b));
     }
 };
@@ -74,7 +77,12 @@ struct Att {
     using State = CacheState;
     std::size_t d;
     Matrix<float> Wq;
-    explicit Att(std::size_t d_) : d(d_), Wq(d_, d_) {}
+    std::size_t kv_bytes_per_token, window;  // what a real KV cache of the config's shape would hold
+    explicit Att(const StackConfig& c)
+        : d(c.d_model), Wq(c.d_model, c.d_model), kv_bytes_per_token(2 * c.num_key_value_heads * c.head_dim() * 4),
+          window(c.sliding_window) {}
+    static constexpr bool caches_tokens = true;
+    std::size_t state_bytes(std::size_t context) const { return kv_bytes_per_token * (window ? window : context); }
     ParamList params() { return {{"q_proj.weight", {d, d}, Wq.span()}}; }
     State make_state(std::size_t max_context) const {
         State s;
@@ -93,13 +101,16 @@ struct Att {
         }
     }
     template <Executor E>
-    void prefill(MatrixView<const float> x, State& st, MatrixView<float> y, E&) {
+    void prefill(MatrixView<const float> x, State& st, MatrixView<float> y, Workspace&, E&) const {
         for (std::size_t r = 0; r < x.rows; ++r) one(x.row(r), st, y.row(r));
     }
     template <Executor E>
-    void step(std::span<const float> x, State& st, std::span<float> y, E&) { one(x.data(), st, y.data()); }
+    void prefill(MatrixView<const float> x, State& st, MatrixView<float> y, E& e) const {
+        Workspace ws;
+        prefill(x, st, y, ws, e);
+    }
     template <Executor E>
-    void step_batch(MatrixView<const float> x, std::span<State* const> s, MatrixView<float> y, E&) {
+    void step_batch(MatrixView<const float> x, std::span<State* const> s, MatrixView<float> y, Workspace&, E&) const {
         for (std::size_t b = 0; b < x.rows; ++b) one(x.row(b), *s[b], y.row(b));
     }
 };
@@ -111,7 +122,7 @@ struct FF {
     FF(std::size_t d_, std::string n) : d(d_), W(d_, d_), name(std::move(n)) {}
     ParamList params() { return {{name, {d, d}, W.span()}}; }
     template <Executor E>
-    void prefill(MatrixView<const float> x, MatrixView<float> y, E&) {
+    void forward(MatrixView<const float> x, MatrixView<float> y, Workspace&, E&) const {
         for (std::size_t r = 0; r < x.rows; ++r)
             for (std::size_t i = 0; i < d; ++i) {
                 float acc = 0;
@@ -120,20 +131,36 @@ struct FF {
             }
     }
     template <Executor E>
-    void step(std::span<const float> x, std::span<float> y, E& e) {
-        prefill(MatrixView<const float>(x.data(), 1, d), MatrixView<float>(y.data(), 1, d), e);
+    void prefill(MatrixView<const float> x, MatrixView<float> y, E& e) const {
+        Workspace ws;
+        forward(x, y, ws, e);
     }
 };
 
-struct Layers {
-    using Mamba = Rec;
-    using Attention = Att;
-    using Dense = FF;
-    using MoE = FF;
-    static std::unique_ptr<Rec> make_mamba(const StackConfig& c) { return std::make_unique<Rec>(c.d_model); }
-    static std::unique_ptr<Att> make_attention(const StackConfig& c) { return std::make_unique<Att>(c.d_model); }
-    static std::unique_ptr<FF> make_dense(const StackConfig& c) { return std::make_unique<FF>(c.d_model, "down_proj.weight"); }
-    static std::unique_ptr<FF> make_moe(const StackConfig& c) { return std::make_unique<FF>(c.d_model, "router.weight"); }
+/// The toy layers under the built-in kinds' names and HF module names.
+inline const KindRegistry& kinds() {
+    static const KindRegistry r = [] {
+        KindRegistry k;
+        k.add_mixer_type<Rec>(hystack::kinds::mamba1, "mamba", [](const StackConfig& c, std::size_t) { return c.d_model; });
+        k.add_mixer_type<Att>(hystack::kinds::attention, "self_attn", [](const StackConfig& c, std::size_t) { return c; });
+        k.add_feed_forward(hystack::kinds::dense, "feed_forward", [](const StackConfig& c, std::size_t) {
+            return std::unique_ptr<FeedForward>(std::make_unique<FeedForwardOf<FF>>(hystack::kinds::dense, c.d_model, "down_proj.weight"));
+        });
+        k.add_feed_forward(hystack::kinds::moe, "feed_forward", [](const StackConfig& c, std::size_t) {
+            return std::unique_ptr<FeedForward>(std::make_unique<FeedForwardOf<FF>>(hystack::kinds::moe, c.d_model, "router.weight"));
+        });
+        return k;
+    }();
+    return r;
+}
+
+/// Stacks of toy layers.
+struct Stack : hystack::Stack {
+    explicit Stack(const StackConfig& c) : hystack::Stack(c, kinds()) {}
+};
+template <class R, class P = JambaPlacement>
+struct Hybrid : HybridStack<R, P> {
+    explicit Hybrid(const StackConfig& c) : HybridStack<R, P>(c, kinds()) {}
 };
 
 inline StackConfig config(std::size_t layers = 8, std::size_t d = 8) {

@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <initializer_list>
+#include <ostream>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -56,15 +57,23 @@ inline std::string shape_string(std::initializer_list<std::size_t> dims) {
     return s + "]";
 }
 
+/// A message name "who: what" (e.g. "selective_scan: u") formatted only when a check fails, so
+/// the checks on a decode path allocate nothing.
+struct ArgName {
+    std::string_view who, what;
+    friend std::ostream& operator<<(std::ostream& os, const ArgName& a) { return os << a.who << ": " << a.what; }
+};
+
 /// Checks a 2-D shape: check_shape("q", rows, cols, any, 512) -> "q: expected [*, 512], got [7, 256]".
-inline void check_shape(std::string_view what, std::size_t rows, std::size_t cols, std::size_t want_rows,
-                        std::size_t want_cols) {
+/// `what` is anything printable (a string, an ArgName).
+template <class Name>
+inline void check_shape(const Name& what, std::size_t rows, std::size_t cols, std::size_t want_rows, std::size_t want_cols) {
     if ((want_rows != any && rows != want_rows) || (want_cols != any && cols != want_cols)) [[unlikely]]
         fail(what, ": expected ", shape_string({want_rows, want_cols}), ", got ", shape_string({rows, cols}));
 }
-
 /// Checks a 1-D length: check_size("bias", n, 512) -> "bias: expected [512], got [7]".
-inline void check_size(std::string_view what, std::size_t n, std::size_t want) {
+template <class Name>
+inline void check_size(const Name& what, std::size_t n, std::size_t want) {
     if (want != any && n != want) [[unlikely]]
         fail(what, ": expected ", shape_string({want}), ", got ", shape_string({n}));
 }

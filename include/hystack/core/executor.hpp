@@ -236,4 +236,36 @@ private:
 };
 #endif
 
+/// A non-owning, type-erased reference to any executor, for code behind a run-time interface (the
+/// stack's layer kinds are virtual, so they cannot take a template executor). It forwards every
+/// parallel_for with the same (n, grain) to the referenced executor, so the split, and the results,
+/// are those of the executor itself. The referenced executor must outlive the reference.
+class ExecutorRef {
+public:
+    template <Executor E>
+        requires(!std::is_same_v<std::remove_cvref_t<E>, ExecutorRef>)
+    ExecutorRef(E& e)  // NOLINT: converts implicitly, like a reference
+        : ctx_(static_cast<void*>(std::addressof(e))),
+          threads_([](void* c) { return std::size_t(static_cast<E*>(c)->num_threads()); }),
+          run_([](void* c, std::size_t n, std::size_t grain, void* fn, Chunk chunk) {
+              static_cast<E*>(c)->parallel_for(n, grain, [fn, chunk](std::size_t b, std::size_t e, std::size_t k) {
+                  chunk(fn, b, e, k);
+              });
+          }) {}
+
+    std::size_t num_threads() const { return threads_(ctx_); }
+    template <class F>
+    void parallel_for(std::size_t n, std::size_t grain, F&& fn) const {
+        using Fn = std::remove_reference_t<F>;
+        run_(ctx_, n, grain, const_cast<void*>(static_cast<const void*>(std::addressof(fn))),
+             [](void* f, std::size_t b, std::size_t e, std::size_t c) { detail::call_chunk(*static_cast<Fn*>(f), b, e, c); });
+    }
+
+private:
+    using Chunk = void (*)(void*, std::size_t, std::size_t, std::size_t);
+    void* ctx_;
+    std::size_t (*threads_)(void*);
+    void (*run_)(void*, std::size_t, std::size_t, void*, Chunk);
+};
+
 }  // namespace hystack

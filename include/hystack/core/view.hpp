@@ -4,6 +4,7 @@
 #include <Eigen/Core>
 
 #include <cstddef>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -24,6 +25,9 @@ namespace hystack {
 // Vocabulary: 1-D data is a std::span; 2-D data is a MatrixView (row-major with a row stride),
 // non-owning like Eigen::Map. Weights are viewed in place, never copied. Owning storage is
 // Buffer/Matrix, 64-byte aligned so SIMD loads of a row start never split a cache line.
+
+/// Token ids of the models (HF's int ids; vocabularies stay far below 2^31).
+using token_id = std::int32_t;
 
 /// Non-owning row-major matrix view: element (r, c) is data[r * stride + c].
 /// T may be const-qualified. Shapes are checked with check_shape().
@@ -60,12 +64,12 @@ struct MatrixView {
     }
 };
 
-template <class T>
-void check_shape(std::string_view what, const MatrixView<T>& m, std::size_t want_rows, std::size_t want_cols) {
+template <class Name, class T>
+void check_shape(const Name& what, const MatrixView<T>& m, std::size_t want_rows, std::size_t want_cols) {
     check_shape(what, m.rows, m.cols, want_rows, want_cols);
 }
-template <class T, std::size_t E>
-void check_size(std::string_view what, std::span<T, E> s, std::size_t want) {
+template <class Name, class T, std::size_t E>
+void check_size(const Name& what, std::span<T, E> s, std::size_t want) {
     check_size(what, s.size(), want);
 }
 

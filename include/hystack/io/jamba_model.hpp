@@ -14,7 +14,7 @@
 
 #include "../core/error.hpp"
 #include "../model/causal_lm.hpp"
-#include "../stack/jamba_layers.hpp"
+#include "../stack/builtin_kinds.hpp"
 #include "hf_jamba.hpp"
 #include "safetensors.hpp"
 

@@ -32,10 +32,10 @@ inline void conv1d_check(const char* fn, MatrixView<const float> x, MatrixView<c
                          MatrixView<float> state, MatrixView<float> out) {
     const std::size_t d = w.rows, K = w.cols;
     check(K >= 1, fn, ": w: expected [d_inner, K] with K >= 1, got [", d, ", 0]");
-    check_shape(std::string(fn) + ": x", x, any, d);
+    check_shape(ArgName{fn, "x"}, x, any, d);
     check(bias.empty() || bias.size() == d, fn, ": bias: expected [", d, "] or empty, got [", bias.size(), "]");
-    check_shape(std::string(fn) + ": state", state, K - 1, d);
-    check_shape(std::string(fn) + ": out", out, x.rows, d);
+    check_shape(ArgName{fn, "state"}, state, K - 1, d);
+    check_shape(ArgName{fn, "out"}, out, x.rows, d);
 }
 
 // Scalar path for channels [c0, c1): the same arithmetic as the SIMD body, one channel at a time.

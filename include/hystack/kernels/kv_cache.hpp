@@ -42,8 +42,8 @@ inline void store_kv(float* K, float* V, std::size_t slots, std::size_t d, std::
 }
 
 inline void check_kv_rows(const char* who, MatrixView<const float> k, MatrixView<const float> v, std::size_t row) {
-    check_shape(std::string(who) + ": k", k, any, row);
-    check_shape(std::string(who) + ": v", v, k.rows, row);
+    check_shape(ArgName{who, "k"}, k, any, row);
+    check_shape(ArgName{who, "v"}, v, k.rows, row);
 }
 }  // namespace detail
 

@@ -59,17 +59,16 @@ struct ScanArgs {
 
 inline void scan_check(const char* fn, const ScanArgs& a) {
     const std::size_t d = a.A.rows, n = a.A.cols, L = a.u.rows;
-    const std::string f(fn);
-    check_shape(f + ": u", a.u, any, d);
-    check_shape(f + ": delta", a.delta, L, d);
-    check_shape(f + ": B", a.B, L, n);
-    check_shape(f + ": C", a.C, L, n);
-    if (a.has_z()) check_shape(f + ": z", a.z, L, d);
+    check_shape(ArgName{fn, "u"}, a.u, any, d);
+    check_shape(ArgName{fn, "delta"}, a.delta, L, d);
+    check_shape(ArgName{fn, "B"}, a.B, L, n);
+    check_shape(ArgName{fn, "C"}, a.C, L, n);
+    if (a.has_z()) check_shape(ArgName{fn, "z"}, a.z, L, d);
     check(a.D.empty() || a.D.size() == d, fn, ": D: expected [", d, "] or empty, got [", a.D.size(), "]");
     check(a.dt_bias.empty() || a.dt_bias.size() == d, fn, ": dt_bias: expected [", d, "] or empty, got [",
           a.dt_bias.size(), "]");
-    check_shape(f + ": state", a.state, d, n);
-    check_shape(f + ": out", a.out, L, d);
+    check_shape(ArgName{fn, "state"}, a.state, d, n);
+    check_shape(ArgName{fn, "out"}, a.out, L, d);
 }
 
 // One channel, all tokens, scalar; h is the channel's state row. Used for channels outside whole SIMD blocks.

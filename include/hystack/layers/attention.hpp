@@ -13,6 +13,7 @@
 #include "../core/executor.hpp"
 #include "../core/param.hpp"
 #include "../core/view.hpp"
+#include "../core/workspace.hpp"
 #include "../kernels/attention.hpp"
 #include "../kernels/kv_cache.hpp"
 #include "../kernels/linear.hpp"
@@ -34,12 +35,22 @@ struct AttentionConfig {
 };
 
 /// Multi-head attention with grouped-query heads, weights under HF names (q_proj, k_proj, v_proj, o_proj
-/// [+ .bias]). State: AttentionCache (make_state). Scratch lives in the object and only grows: a layer is not
-/// reentrant (one call at a time), and step/step_batch allocate nothing once warmed up with a batch this large.
+/// [+ .bias]). State: AttentionCache (make_state). The calls that take a Workspace are const (weights are only
+/// read; scratch lives in the caller's workspace), so one layer serves any number of threads; the calls without
+/// one use the layer's own workspace (one caller at a time). Workspaces only grow: step/step_batch allocate
+/// nothing once warmed up with a batch this large.
 class AttentionLayer {
 public:
     using State = AttentionCache;
     using Config = AttentionConfig;
+    /// Scratch of one caller: q, k, v and the attention output, the kernels' workspace, and the
+    /// per-sequence positions and key views of a batched step.
+    struct Work {
+        Buffer<float> qkv;
+        kernels::AttentionWorkspace kernel;
+        std::vector<std::size_t> pos;
+        std::vector<kernels::KVView> kvs;
+    };
 
     explicit AttentionLayer(AttentionConfig cfg) : cfg_(resolve(cfg)) {
         const std::size_t dm = cfg_.d_model, qd = cfg_.n_heads * cfg_.head_dim, kd = cfg_.n_kv_heads * cfg_.head_dim;
@@ -80,24 +91,32 @@ public:
         return AttentionCache(KVCache(max_context, cfg_.n_kv_heads, cfg_.head_dim));
     }
 
+    /// The state grows with the context (a KV cache); its bytes at context_length tokens, without allocating.
+    static constexpr bool caches_tokens = true;
+    std::size_t state_bytes(std::size_t context_length) const {
+        return cfg_.window ? WindowKVCache::bytes_for(cfg_.window, cfg_.n_kv_heads, cfg_.head_dim)
+                           : KVCache::bytes_for(context_length, cfg_.n_kv_heads, cfg_.head_dim);
+    }
+
     std::size_t weight_bytes() const {
         return q_w_.bytes() + k_w_.bytes() + v_w_.bytes() + o_w_.bytes() + q_b_.bytes() + k_b_.bytes() + v_b_.bytes() + o_b_.bytes();
     }
-    /// Scratch buffers (for tests: addresses and sizes stay put once warmed up).
-    const float* workspace_data() const { return scratch_.data(); }
-    std::size_t workspace_size() const { return scratch_.size(); }
-    const float* kernel_workspace_data() const { return ws_.data(); }
+    /// The own workspace's buffers (for tests: addresses and sizes stay put once warmed up).
+    const float* workspace_data() const { return own_.get<Work>().qkv.data(); }
+    std::size_t workspace_size() const { return own_.get<Work>().qkv.size(); }
+    const float* kernel_workspace_data() const { return own_.get<Work>().kernel.data(); }
 
     /// Prefill: x [L, d_model] -> y [L, d_model] (written; y may be x), continuing the sequence in st.
     template <Executor Exec>
-    void prefill(MatrixView<const float> x, AttentionCache& st, MatrixView<float> y, Exec& exec) {
+    void prefill(MatrixView<const float> x, AttentionCache& st, MatrixView<float> y, Workspace& ws, Exec& exec) const {
         check_shape("AttentionLayer::prefill: x", x, any, cfg_.d_model);
         check_shape("AttentionLayer::prefill: y", y, x.rows, cfg_.d_model);
         check_state("AttentionLayer::prefill", st);
         const std::size_t L = x.rows, past = st.length();
         st.check_append(L);
         if (L == 0) return;
-        Views s = views(L);
+        Work& w = ws.get<Work>();
+        Views s = views(w, L);
         project(x, s, exec);
         if (cfg_.rope) {
             kernels::rope(s.q, cfg_.n_heads, cfg_.head_dim, past, cfg_.rope_theta);
@@ -107,33 +126,42 @@ public:
         // so a ring cache never overwrites a key a query of this call still needs).
         kernels::KVView kv = st.view();
         kv.add({past, L, s.k.data, s.v.data, s.k.stride});
-        kernels::attention(MatrixView<const float>(s.q), past, kv, s.att, dims(), ws_, exec);
+        kernels::attention(MatrixView<const float>(s.q), past, kv, s.att, dims(), w.kernel, exec);
         st.append(s.k, s.v);
         kernels::linear(s.att, o_w_.view(), o_b_.span(), y, exec);
     }
+    template <Executor Exec>
+    void prefill(MatrixView<const float> x, AttentionCache& st, MatrixView<float> y, Exec& exec) {
+        prefill(x, st, y, own_, exec);
+    }
     void prefill(MatrixView<const float> x, AttentionCache& st, MatrixView<float> y) {
         SerialExecutor serial;
-        prefill(x, st, y, serial);
+        prefill(x, st, y, own_, serial);
     }
 
     /// One decode step: x [d_model] -> y [d_model] (y may be x). No allocation once warmed up.
     template <Executor Exec>
-    void step(std::span<const float> x, AttentionCache& st, std::span<float> y, Exec& exec) {
+    void step(std::span<const float> x, AttentionCache& st, std::span<float> y, Workspace& ws, Exec& exec) const {
         check_size("AttentionLayer::step: x", x, cfg_.d_model);
         check_size("AttentionLayer::step: y", y, cfg_.d_model);
         AttentionCache* states[1] = {&st};
         step_batch(MatrixView<const float>(x.data(), 1, x.size()), std::span<AttentionCache* const>(states, 1),
-                   MatrixView<float>(y.data(), 1, y.size()), exec);
+                   MatrixView<float>(y.data(), 1, y.size()), ws, exec);
+    }
+    template <Executor Exec>
+    void step(std::span<const float> x, AttentionCache& st, std::span<float> y, Exec& exec) {
+        step(x, st, y, own_, exec);
     }
     void step(std::span<const float> x, AttentionCache& st, std::span<float> y) {
         SerialExecutor serial;
-        step(x, st, y, serial);
+        step(x, st, y, own_, serial);
     }
 
     /// B independent sequences, one token each: x [B, d_model] -> y [B, d_model] (y may be x), states[b] for
     /// row b. Projections run batched; attention splits (sequence, key chunk) over threads.
     template <Executor Exec>
-    void step_batch(MatrixView<const float> x, std::span<AttentionCache* const> states, MatrixView<float> y, Exec& exec) {
+    void step_batch(MatrixView<const float> x, std::span<AttentionCache* const> states, MatrixView<float> y, Workspace& ws,
+                    Exec& exec) const {
         check_shape("AttentionLayer::step_batch: x", x, any, cfg_.d_model);
         check_shape("AttentionLayer::step_batch: y", y, x.rows, cfg_.d_model);
         check(states.size() == x.rows, "AttentionLayer::step_batch: states: expected ", x.rows, " (one per row of x), got ",
@@ -145,11 +173,12 @@ public:
             states[b]->check_append(1);
         }
         if (B == 0) return;
-        Views s = views(B);
+        Work& w = ws.get<Work>();
+        Views s = views(w, B);
         project(x, s, exec);
-        if (pos_.size() < B) {
-            pos_.resize(B);
-            kvs_.resize(B);
+        if (w.pos.size() < B) {
+            w.pos.resize(B);
+            w.kvs.resize(B);
         }
         for (std::size_t b = 0; b < B; ++b) {
             const std::size_t p = states[b]->length();
@@ -157,14 +186,18 @@ public:
                 kernels::rope(s.q.rows_slice(b, 1), cfg_.n_heads, cfg_.head_dim, p, cfg_.rope_theta);
                 kernels::rope(s.k.rows_slice(b, 1), cfg_.n_kv_heads, cfg_.head_dim, p, cfg_.rope_theta);
             }
-            pos_[b] = p;
-            kvs_[b] = states[b]->view();
-            kvs_[b].add({p, 1, s.k.row(b), s.v.row(b), s.k.stride});
+            w.pos[b] = p;
+            w.kvs[b] = states[b]->view();
+            w.kvs[b].add({p, 1, s.k.row(b), s.v.row(b), s.k.stride});
         }
-        kernels::attention_decode(MatrixView<const float>(s.q), std::span<const std::size_t>(pos_.data(), B),
-                                  std::span<const kernels::KVView>(kvs_.data(), B), s.att, dims(), ws_, exec);
+        kernels::attention_decode(MatrixView<const float>(s.q), std::span<const std::size_t>(w.pos.data(), B),
+                                  std::span<const kernels::KVView>(w.kvs.data(), B), s.att, dims(), w.kernel, exec);
         for (std::size_t b = 0; b < B; ++b) states[b]->append(s.k.rows_slice(b, 1), s.v.rows_slice(b, 1));
         kernels::linear(s.att, o_w_.view(), o_b_.span(), y, exec);
+    }
+    template <Executor Exec>
+    void step_batch(MatrixView<const float> x, std::span<AttentionCache* const> states, MatrixView<float> y, Exec& exec) {
+        step_batch(x, states, y, own_, exec);
     }
 
 private:
@@ -204,11 +237,11 @@ private:
               "] (make it with make_state())");
     }
 
-    Views views(std::size_t n) {
+    Views views(Work& w, std::size_t n) const {
         const std::size_t qd = cfg_.n_heads * cfg_.head_dim, kd = cfg_.n_kv_heads * cfg_.head_dim;
         const std::size_t need = n * (2 * qd + 2 * kd);
-        if (scratch_.size() < need) scratch_.resize(need);
-        float* p = scratch_.data();
+        if (w.qkv.size() < need) w.qkv.resize(need);
+        float* p = w.qkv.data();
         Views s;
         s.q = {p, n, qd};
         s.k = {p + n * qd, n, kd};
@@ -218,7 +251,7 @@ private:
     }
 
     template <Executor Exec>
-    void project(MatrixView<const float> x, Views& s, Exec& exec) {
+    void project(MatrixView<const float> x, Views& s, Exec& exec) const {
         kernels::linear(x, q_w_.view(), q_b_.span(), s.q, exec);
         kernels::linear(x, k_w_.view(), k_b_.span(), s.k, exec);
         kernels::linear(x, v_w_.view(), v_b_.span(), s.v, exec);
@@ -227,10 +260,7 @@ private:
     AttentionConfig cfg_;
     Matrix<float> q_w_, k_w_, v_w_, o_w_;
     Buffer<float> q_b_, k_b_, v_b_, o_b_;
-    Buffer<float> scratch_;
-    kernels::AttentionWorkspace ws_;
-    std::vector<std::size_t> pos_;
-    std::vector<kernels::KVView> kvs_;
+    mutable Workspace own_;  // the workspace of the calls that take none
 };
 
 }  // namespace hystack

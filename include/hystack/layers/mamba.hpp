@@ -23,6 +23,7 @@
 #include "../core/math.hpp"
 #include "../core/param.hpp"
 #include "../core/view.hpp"
+#include "../core/workspace.hpp"
 #include "../kernels/causal_conv1d.hpp"
 #include "../kernels/linear.hpp"
 #include "../kernels/rmsnorm.hpp"
@@ -94,14 +95,19 @@ private:
     std::size_t d_conv_ = 0;
 };
 
-/// Mamba-1 mixer with weights under HuggingFace names (params()). Derived data: A = -exp(A_log) is recomputed at
-/// the start of every prefill and cached for step; call on_weights_loaded() after changing weights if the next call
-/// is a step (the first step after construction computes it too). Scratch space lives in the object and only
-/// grows, so a mixer is not reentrant (one call at a time), and step/step_batch allocate nothing once warmed up.
+/// Mamba-1 mixer with weights under HuggingFace names (params()). Derived data: A = -exp(A_log), computed by
+/// on_weights_loaded(): call it after changing weights. The calls that take a Workspace are const: they read the
+/// weights and write only the state and the caller's workspace, so one mixer serves any number of threads, each with
+/// its own workspace; the calls without one use the mixer's own workspace (one caller at a time). Workspaces only
+/// grow, so step/step_batch allocate nothing once warmed up.
 class MambaMixer {
 public:
     using State = MambaState;
     using Config = MambaConfig;
+    /// Scratch of one caller: xz, xc, dbl, delta, y for up to prefill_chunk rows.
+    struct Work {
+        Buffer<float> buf;
+    };
 
     explicit MambaMixer(const MambaConfig& cfg) : cfg_(cfg) {
         check(cfg.d_model > 0 && cfg.d_inner > 0, "MambaMixer: d_model and d_inner must be positive, got ", cfg.d_model,
@@ -126,6 +132,7 @@ public:
             c_norm_w_.resize(N);
         }
         A_.resize(di, N);
+        refresh_A();
     }
 
     const MambaConfig& config() const { return cfg_; }
@@ -153,7 +160,7 @@ public:
         return p;
     }
 
-    /// Recomputes the cached A = -exp(A_log). Call after loading or changing weights (prefill does it anyway).
+    /// Recomputes the derived A = -exp(A_log). Call after loading or changing weights.
     void on_weights_loaded() { refresh_A(); }
 
     /// A fresh (zero) state for one sequence.
@@ -165,21 +172,20 @@ public:
                dt_proj_w_.bytes() + dt_proj_b_.bytes() + A_log_.bytes() + D_.bytes() + out_proj_w_.bytes() +
                out_proj_b_.bytes() + dt_norm_w_.bytes() + b_norm_w_.bytes() + c_norm_w_.bytes();
     }
-    /// The scratch buffer (for tests: its address and size stay put once warmed up).
-    const float* workspace_data() const { return ws_.data(); }
-    std::size_t workspace_size() const { return ws_.size(); }
+    /// The own workspace's buffer (for tests: its address and size stay put once warmed up).
+    const float* workspace_data() const { return own_.get<Work>().buf.data(); }
+    std::size_t workspace_size() const { return own_.get<Work>().buf.size(); }
 
     /// Prefill: x [L, d_model] -> y [L, d_model] (written, not accumulated; y may be x itself), continuing the
     /// sequence in st. Long inputs go in chunks of prefill_chunk tokens, carrying the state, so scratch stays small.
     template <Executor Exec>
-    void prefill(MatrixView<const float> x, MambaState& st, MatrixView<float> y, Exec& exec) {
+    void prefill(MatrixView<const float> x, MambaState& st, MatrixView<float> y, Workspace& ws, Exec& exec) const {
         check_shape("MambaMixer::prefill: x", x, any, cfg_.d_model);
         check_shape("MambaMixer::prefill: y", y, x.rows, cfg_.d_model);
         check_state("MambaMixer::prefill", st);
-        refresh_A();
         for (std::size_t t0 = 0; t0 < x.rows; t0 += prefill_chunk) {
             const std::size_t n = std::min(prefill_chunk, x.rows - t0);
-            Scratch s = scratch(n);
+            Scratch s = scratch(ws, n);
             kernels::linear(x.rows_slice(t0, n), in_proj_w_.view(), in_proj_b_.span(), s.xz, exec);
             // Conv and scan over the chunk's tokens, continuing the sequence.
             kernels::causal_conv1d(s.x_in(), conv_weight(), conv_b_.span(), st.conv(), s.xc, exec);
@@ -189,30 +195,39 @@ public:
             kernels::linear(s.y, out_proj_w_.view(), out_proj_b_.span(), y.rows_slice(t0, n), exec);
         }
     }
+    template <Executor Exec>
+    void prefill(MatrixView<const float> x, MambaState& st, MatrixView<float> y, Exec& exec) {
+        prefill(x, st, y, own_, exec);
+    }
     void prefill(MatrixView<const float> x, MambaState& st, MatrixView<float> y) {
         SerialExecutor serial;
-        prefill(x, st, y, serial);
+        prefill(x, st, y, own_, serial);
     }
 
     /// One decode step: x [d_model] -> y [d_model] (y may be x), updating st. No allocation once warmed up.
     template <Executor Exec>
-    void step(std::span<const float> x, MambaState& st, std::span<float> y, Exec& exec) {
+    void step(std::span<const float> x, MambaState& st, std::span<float> y, Workspace& ws, Exec& exec) const {
         check_size("MambaMixer::step: x", x, cfg_.d_model);
         check_size("MambaMixer::step: y", y, cfg_.d_model);
         MambaState* const states[1] = {&st};
         step_batch(MatrixView<const float>(x.data(), 1, x.size()), std::span<MambaState* const>(states, 1),
-                   MatrixView<float>(y.data(), 1, y.size()), exec);
+                   MatrixView<float>(y.data(), 1, y.size()), ws, exec);
+    }
+    template <Executor Exec>
+    void step(std::span<const float> x, MambaState& st, std::span<float> y, Exec& exec) {
+        step(x, st, y, own_, exec);
     }
     void step(std::span<const float> x, MambaState& st, std::span<float> y) {
         SerialExecutor serial;
-        step(x, st, y, serial);
+        step(x, st, y, own_, serial);
     }
 
     /// B independent sequences, one token each: x [B, d_model] -> y [B, d_model], states[b] for row b.
     /// Projections run batched (weights read once for all B); conv and scan per sequence. No allocation once
     /// warmed up with a batch at least this large.
     template <Executor Exec>
-    void step_batch(MatrixView<const float> x, std::span<MambaState* const> states, MatrixView<float> y, Exec& exec) {
+    void step_batch(MatrixView<const float> x, std::span<MambaState* const> states, MatrixView<float> y, Workspace& ws,
+                    Exec& exec) const {
         check_shape("MambaMixer::step_batch: x", x, any, cfg_.d_model);
         check_shape("MambaMixer::step_batch: y", y, x.rows, cfg_.d_model);
         check(states.size() == x.rows, "MambaMixer::step_batch: states: expected ", x.rows, " (one per row of x), got ",
@@ -221,10 +236,9 @@ public:
             check(states[b] != nullptr, "MambaMixer::step_batch: states[", b, "] is null");
             check_state("MambaMixer::step_batch", *states[b]);
         }
-        if (!A_ready_) refresh_A();
         const std::size_t Bn = x.rows;
         if (Bn == 0) return;
-        Scratch s = scratch(Bn);
+        Scratch s = scratch(ws, Bn);
         kernels::linear(x, in_proj_w_.view(), in_proj_b_.span(), s.xz, exec);
         auto conv_one = [&](std::size_t b, auto& ex) {
             kernels::causal_conv1d_step(std::span<const float>(s.xz.row(b), cfg_.d_inner), conv_weight(), conv_b_.span(),
@@ -245,9 +259,13 @@ public:
         kernels::linear(s.y, out_proj_w_.view(), out_proj_b_.span(), y, exec);
     }
 
+    template <Executor Exec>
+    void step_batch(MatrixView<const float> x, std::span<MambaState* const> states, MatrixView<float> y, Exec& exec) {
+        step_batch(x, states, y, own_, exec);
+    }
     void step_batch(MatrixView<const float> x, std::span<MambaState* const> states, MatrixView<float> y) {
         SerialExecutor serial;
-        step_batch(x, states, y, serial);
+        step_batch(x, states, y, own_, serial);
     }
 
     /// Tokens per prefill chunk (bounds the scratch space: about 10 * d_inner floats per token).
@@ -265,11 +283,12 @@ private:
         MatrixView<const float> C() const { return dbl.cols_slice(R + N, N); }
     };
 
-    Scratch scratch(std::size_t n) {
+    Scratch scratch(Workspace& ws, std::size_t n) const {
         const std::size_t di = cfg_.d_inner, N = cfg_.d_state, R = cfg_.dt_rank;
         const std::size_t row = 5 * di + R + 2 * N;
-        if (ws_.size() < n * row) ws_.resize(n * row);
-        float* p = ws_.data();
+        Buffer<float>& buf = ws.get<Work>().buf;
+        if (buf.size() < n * row) buf.resize(n * row);
+        float* p = buf.data();
         Scratch s;
         s.di = di;
         s.R = R;
@@ -291,7 +310,7 @@ private:
 
     // After the conv: x_proj, Jamba's norms, dt_proj (without bias: the scan adds it before softplus).
     template <Executor Exec>
-    void finish_rows(Scratch& s, Exec& exec) {
+    void finish_rows(Scratch& s, Exec& exec) const {
         const std::size_t N = cfg_.d_state, R = cfg_.dt_rank;
         kernels::linear(s.xc, x_proj_w_.view(), {}, s.dbl, exec);
         if (cfg_.dt_bc_norm) {
@@ -330,7 +349,6 @@ private:
     void refresh_A() {
         math::exp(std::span<const float>(A_log_.span()), A_.span());
         for (auto& v : A_.span()) v = -v;
-        A_ready_ = true;
     }
 
     MambaConfig cfg_;
@@ -347,8 +365,7 @@ private:
     Buffer<float> out_proj_b_;  // [d_model] or empty
     Buffer<float> dt_norm_w_, b_norm_w_, c_norm_w_;  // [dt_rank], [d_state], [d_state] (Jamba)
     Matrix<float> A_;           // [d_inner, d_state] = -exp(A_log)
-    bool A_ready_ = false;
-    Buffer<float> ws_;          // scratch, grows only
+    mutable Workspace own_;     // the workspace of the calls that take none
 };
 
 }  // namespace hystack

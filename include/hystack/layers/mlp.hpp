@@ -8,6 +8,7 @@
 #include "../core/executor.hpp"
 #include "../core/param.hpp"
 #include "../core/view.hpp"
+#include "../core/workspace.hpp"
 #include "../kernels/linear.hpp"
 #include "stateless.hpp"
 
@@ -20,18 +21,21 @@ struct SwiGLUConfig {
 
 /// Dense SwiGLU MLP (HF JambaMLP / LlamaMLP): y = down(silu(gate x) * up x), no biases.
 /// Weights: "gate_proj.weight", "up_proj.weight" [hidden, d_model], "down_proj.weight" [d_model, hidden].
-/// Stateless. Keeps a workspace grown on demand (the layer is not reentrant: one call at a time);
-/// step allocates nothing once a call of at least its size has run.
+/// Stateless: forward() reads only the weights and the caller's workspace (h [L, hidden], grown on
+/// demand, so a step allocates nothing once a call of at least its size has run).
 class SwiGLU : public StatelessLayer<SwiGLU> {
 public:
     static constexpr const char* name = "SwiGLU";
-    using StatelessLayer<SwiGLU>::prefill;
+    /// Scratch of one caller: h [L, hidden].
+    struct Work {
+        Buffer<float> h;
+    };
 
     explicit SwiGLU(const SwiGLUConfig& cfg)
         : cfg_(cfg), gate_(cfg.hidden, cfg.d_model), up_(cfg.hidden, cfg.d_model), down_(cfg.d_model, cfg.hidden) {
         check(cfg.d_model > 0 && cfg.hidden > 0, "SwiGLU: d_model and hidden must be positive, got ", cfg.d_model, ", ",
               cfg.hidden);
-        h_.resize(cfg.hidden);  // one token: step never allocates
+        own_workspace().get<Work>().h.resize(cfg.hidden);  // one token: the convenience step never allocates
     }
 
     const SwiGLUConfig& config() const { return cfg_; }
@@ -47,22 +51,23 @@ public:
 
     /// y = down(silu(gate x) * up x) for x [L, d_model]; y [L, d_model] (written, must not alias x).
     template <Executor Exec>
-    void prefill(MatrixView<const float> x, MatrixView<float> y, Exec& exec) {
+    void forward(MatrixView<const float> x, MatrixView<float> y, Workspace& ws, Exec& exec) const {
         check_shape("SwiGLU: x", x, any, cfg_.d_model);
         check_shape("SwiGLU: y", y, x.rows, cfg_.d_model);
         if (x.rows == 0) return;
-        if (h_.size() < x.rows * cfg_.hidden) h_.resize(x.rows * cfg_.hidden);
-        MatrixView<float> h(h_.data(), x.rows, cfg_.hidden);  // h [L, hidden]
+        Buffer<float>& hb = ws.get<Work>().h;
+        if (hb.size() < x.rows * cfg_.hidden) hb.resize(x.rows * cfg_.hidden);
+        MatrixView<float> h(hb.data(), x.rows, cfg_.hidden);  // h [L, hidden]
         kernels::linear_swiglu(x, gate_.view(), up_.view(), h, exec);
         kernels::linear(h, down_.view(), {}, y, exec);
     }
-    /// Workspace bytes currently held.
-    std::size_t workspace_bytes() const { return h_.bytes(); }
+
+    /// Bytes held by the own workspace (the convenience entry points').
+    std::size_t workspace_bytes() const { return own_workspace().get<Work>().h.bytes(); }
 
 private:
     SwiGLUConfig cfg_;
     Matrix<float> gate_, up_, down_;  // gate, up [hidden, d_model]; down [d_model, hidden]
-    Buffer<float> h_;                 // h [L, hidden], grown on demand, never shrunk
 };
 
 }  // namespace hystack

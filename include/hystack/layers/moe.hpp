@@ -11,6 +11,7 @@
 #include "../core/executor.hpp"
 #include "../core/param.hpp"
 #include "../core/view.hpp"
+#include "../core/workspace.hpp"
 #include "../kernels/linear.hpp"
 #include "../kernels/moe.hpp"
 #include "stateless.hpp"
@@ -40,12 +41,25 @@ struct RouterStats {
 /// experts in fp32, top-k (ties to the lower index), weights not renormalised unless configured.
 /// Weights: "router.weight" [num_experts, d_model], "experts.{e}.gate_proj.weight" and
 /// "experts.{e}.up_proj.weight" [hidden, d_model], "experts.{e}.down_proj.weight" [d_model, hidden].
-/// Stateless. Keeps workspaces grown on demand (not reentrant: one call at a time); step allocates
-/// nothing after construction.
+/// Stateless: forward() reads only the weights and the caller's workspace (routing buffers, the
+/// expert hidden rows and the routing figures of the caller's last call), grown on demand, so a step
+/// allocates nothing once a call of at least its size has run.
 class SparseMoE : public StatelessLayer<SparseMoE> {
 public:
     static constexpr const char* name = "SparseMoE";
-    using StatelessLayer<SparseMoE>::prefill;
+
+    /// Scratch of one caller, and the routing of its last call.
+    struct Work {
+        Buffer<float> logits;                // [L, E]
+        Buffer<std::uint32_t> index;         // [L, k]
+        Buffer<float> weight;                // [L, k]
+        Buffer<std::uint32_t> offsets;       // [E + 1]
+        Buffer<std::uint32_t> token;         // [L * k] tokens by expert
+        Buffer<float> token_weight;          // [L * k]
+        Buffer<float> h;                     // [largest bucket, hidden]
+        std::vector<double> prob_sum;        // [E]
+        RouterStats stats;
+    };
 
     explicit SparseMoE(const SparseMoEConfig& cfg)
         : cfg_(cfg),
@@ -58,11 +72,7 @@ public:
               cfg.num_experts);
         check(cfg.top_k >= 1 && cfg.top_k <= cfg.num_experts, "SparseMoE: top_k: expected 1..", cfg.num_experts, ", got ",
               cfg.top_k);
-        stats_.tokens_per_expert.assign(cfg.num_experts, 0);
-        stats_.mean_prob.assign(cfg.num_experts, 0.0);
-        prob_sum_.assign(cfg.num_experts, 0.0);
-        offsets_.resize(cfg.num_experts + 1);
-        reserve(1);  // step never allocates
+        reserve(own_workspace(), 1);  // the convenience step never allocates
     }
 
     const SparseMoEConfig& config() const { return cfg_; }
@@ -83,84 +93,103 @@ public:
     MatrixView<float> gate_proj(std::size_t e) { return {gate_.data() + e * cfg_.hidden * cfg_.d_model, cfg_.hidden, cfg_.d_model}; }
     MatrixView<float> up_proj(std::size_t e) { return {up_.data() + e * cfg_.hidden * cfg_.d_model, cfg_.hidden, cfg_.d_model}; }
     MatrixView<float> down_proj(std::size_t e) { return {down_.data() + e * cfg_.hidden * cfg_.d_model, cfg_.d_model, cfg_.hidden}; }
+    MatrixView<const float> gate_proj(std::size_t e) const {
+        return {gate_.data() + e * cfg_.hidden * cfg_.d_model, cfg_.hidden, cfg_.d_model};
+    }
+    MatrixView<const float> up_proj(std::size_t e) const {
+        return {up_.data() + e * cfg_.hidden * cfg_.d_model, cfg_.hidden, cfg_.d_model};
+    }
+    MatrixView<const float> down_proj(std::size_t e) const {
+        return {down_.data() + e * cfg_.hidden * cfg_.d_model, cfg_.d_model, cfg_.hidden};
+    }
 
     /// y = sum over the top-k experts of w_e * expert_e(x), per row of x [L, d_model]; y [L, d_model]
     /// (written, must not alias x).
     template <Executor Exec>
-    void prefill(MatrixView<const float> x, MatrixView<float> y, Exec& exec) {
+    void forward(MatrixView<const float> x, MatrixView<float> y, Workspace& ws, Exec& exec) const {
         check_shape("SparseMoE: x", x, any, cfg_.d_model);
         check_shape("SparseMoE: y", y, x.rows, cfg_.d_model);
         const std::size_t L = x.rows, E = cfg_.num_experts, k = cfg_.top_k;
-        reserve(L);
+        Work& w = reserve(ws, L);
         // logits = x router^T; p = softmax; top-k
-        MatrixView<float> logits(logits_.data(), L, E);
+        MatrixView<float> logits(w.logits.data(), L, E);
         kernels::linear(x, router_.view(), {}, logits, exec);
-        MatrixView<std::uint32_t> index(index_.data(), L, k);
-        MatrixView<float> weight(weight_.data(), L, k);
-        for (auto& s : prob_sum_) s = 0.0;
-        kernels::moe_route(logits, cfg_.renormalize, index, weight, prob_sum_);
+        MatrixView<std::uint32_t> index(w.index.data(), L, k);
+        MatrixView<float> weight(w.weight.data(), L, k);
+        for (auto& s : w.prob_sum) s = 0.0;
+        kernels::moe_route(logits, cfg_.renormalize, index, weight, w.prob_sum);
         // buckets, then the experts over their buckets
-        kernels::moe_bucket(index, weight, E, offsets_.span(), std::span<std::uint32_t>(token_.data(), L * k),
-                            std::span<float>(token_weight_.data(), L * k));
+        kernels::moe_bucket(index, weight, E, w.offsets.span(), std::span<std::uint32_t>(w.token.data(), L * k),
+                            std::span<float>(w.token_weight.data(), L * k));
         kernels::moe_experts(
-            x, offsets_.span(), std::span<const std::uint32_t>(token_.data(), L * k),
-            std::span<const float>(token_weight_.data(), L * k),
-            [&](std::size_t e) {
-                return kernels::SwiGLUWeights{gate_proj(e), up_proj(e), down_proj(e)};
-            },
-            y, h_.span(), exec);
-        update_stats(L);
+            x, w.offsets.span(), std::span<const std::uint32_t>(w.token.data(), L * k),
+            std::span<const float>(w.token_weight.data(), L * k),
+            [&](std::size_t e) { return kernels::SwiGLUWeights{gate_proj(e), up_proj(e), down_proj(e)}; }, y, w.h.span(),
+            exec);
+        update_stats(w, L);
     }
-    /// Routing of the last call: expert indices and weights [L, top_k], highest first.
-    MatrixView<const std::uint32_t> last_topk_index() const { return {index_.data(), stats_.tokens, cfg_.top_k}; }
-    MatrixView<const float> last_topk_weight() const { return {weight_.data(), stats_.tokens, cfg_.top_k}; }
-    const RouterStats& router_stats() const { return stats_; }
-    /// Workspace bytes currently held.
+    /// Routing of the caller's last call: expert indices and weights [L, top_k], highest first.
+    MatrixView<const std::uint32_t> last_topk_index(Workspace& ws) const {
+        Work& w = ws.get<Work>();
+        return {w.index.data(), w.stats.tokens, cfg_.top_k};
+    }
+    MatrixView<const float> last_topk_weight(Workspace& ws) const {
+        Work& w = ws.get<Work>();
+        return {w.weight.data(), w.stats.tokens, cfg_.top_k};
+    }
+    const RouterStats& router_stats(Workspace& ws) const { return ws.get<Work>().stats; }
+    /// The same for the last call of the convenience entry points (prefill, step, step_batch).
+    MatrixView<const std::uint32_t> last_topk_index() { return last_topk_index(own_workspace()); }
+    MatrixView<const float> last_topk_weight() { return last_topk_weight(own_workspace()); }
+    const RouterStats& router_stats() { return router_stats(own_workspace()); }
+
+    /// Bytes held by the own workspace (the convenience entry points').
     std::size_t workspace_bytes() const {
-        return logits_.bytes() + index_.bytes() + weight_.bytes() + offsets_.bytes() + token_.bytes() +
-               token_weight_.bytes() + h_.bytes();
+        const Work& w = own_workspace().get<Work>();
+        return w.logits.bytes() + w.index.bytes() + w.weight.bytes() + w.offsets.bytes() + w.token.bytes() +
+               w.token_weight.bytes() + w.h.bytes();
     }
 
-    /// Grows the workspaces for calls of up to L tokens (prefill does this itself).
-    void reserve(std::size_t L) {
+    /// Grows ws's buffers for calls of up to L tokens (forward does this itself).
+    Work& reserve(Workspace& ws, std::size_t L) const {
         const std::size_t E = cfg_.num_experts, k = cfg_.top_k;
+        Work& w = ws.get<Work>();
+        if (w.offsets.size() != E + 1) {
+            w.offsets.resize(E + 1);
+            w.prob_sum.assign(E, 0.0);
+            w.stats.tokens_per_expert.assign(E, 0);
+            w.stats.mean_prob.assign(E, 0.0);
+        }
         L = std::max<std::size_t>(L, 1);
-        if (logits_.size() < L * E) logits_.resize(L * E);
-        if (index_.size() < L * k) {
-            index_.resize(L * k);
-            weight_.resize(L * k);
-            token_.resize(L * k);
-            token_weight_.resize(L * k);
+        if (w.logits.size() < L * E) w.logits.resize(L * E);
+        if (w.index.size() < L * k) {
+            w.index.resize(L * k);
+            w.weight.resize(L * k);
+            w.token.resize(L * k);
+            w.token_weight.resize(L * k);
         }
         // the largest bucket has at most L tokens (each token picks an expert once)
-        if (h_.size() < L * cfg_.hidden) h_.resize(L * cfg_.hidden);
+        if (w.h.size() < L * cfg_.hidden) w.h.resize(L * cfg_.hidden);
+        return w;
     }
 
 private:
-    void update_stats(std::size_t L) {
+    void update_stats(Work& w, std::size_t L) const {
         const std::size_t E = cfg_.num_experts;
-        stats_.tokens = L;
+        RouterStats& st = w.stats;
+        st.tokens = L;
         double lb = 0.0;
         for (std::size_t e = 0; e < E; ++e) {
-            stats_.tokens_per_expert[e] = offsets_[e + 1] - offsets_[e];
-            stats_.mean_prob[e] = L ? prob_sum_[e] / double(L) : 0.0;
-            lb += (L ? double(stats_.tokens_per_expert[e]) / double(L) : 0.0) * stats_.mean_prob[e];
+            st.tokens_per_expert[e] = w.offsets[e + 1] - w.offsets[e];
+            st.mean_prob[e] = L ? w.prob_sum[e] / double(L) : 0.0;
+            lb += (L ? double(st.tokens_per_expert[e]) / double(L) : 0.0) * st.mean_prob[e];
         }
-        stats_.load_balancing = double(E) * lb;
+        st.load_balancing = double(E) * lb;
     }
 
     SparseMoEConfig cfg_;
-    Matrix<float> router_;                  // router [E, d_model]
-    Buffer<float> gate_, up_, down_;        // per expert e: gate, up [hidden, d_model]; down [d_model, hidden]
-    Buffer<float> logits_;                  // [L, E]
-    Buffer<std::uint32_t> index_;           // [L, k]
-    Buffer<float> weight_;                  // [L, k]
-    Buffer<std::uint32_t> offsets_;         // [E + 1]
-    Buffer<std::uint32_t> token_;           // [L * k] tokens by expert
-    Buffer<float> token_weight_;            // [L * k]
-    Buffer<float> h_;                       // [largest bucket, hidden]
-    std::vector<double> prob_sum_;          // [E]
-    RouterStats stats_;
+    Matrix<float> router_;            // router [E, d_model]
+    Buffer<float> gate_, up_, down_;  // per expert e: gate, up [hidden, d_model]; down [d_model, hidden]
 };
 
 }  // namespace hystack

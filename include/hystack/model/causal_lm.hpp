@@ -19,8 +19,9 @@
 #include "../core/executor.hpp"
 #include "../core/param.hpp"
 #include "../core/view.hpp"
-#include "../kernels/linear.hpp"
-#include "../kernels/rmsnorm.hpp"
+#include "../core/workspace.hpp"
+#include "../layers/embedding.hpp"
+#include "../layers/norm.hpp"
 #include "../stack/hybrid_stack.hpp"
 #include "../stack/snapshots.hpp"
 #include "sampling.hpp"
@@ -50,8 +51,10 @@ struct GenerateStats {
 };
 
 /// A causal language model around a stack (StackT: hystack::Stack for any HF config, or a
-/// compile-time HybridStack<std::ratio<A, P>>). Not reentrant (scratch buffers); states are per
-/// sequence. Logit spans/views returned by prefill/step stay valid until the next call.
+/// compile-time HybridStack<std::ratio<A, P>>): embedding -> stack -> final norm -> LM head, each a
+/// small layer. Immutable once loaded: prefill/step/generate are const and keep their scratch in the
+/// sequence state's workspace, so one model serves any number of threads, each with its own states.
+/// Logit spans/views returned by prefill/step stay valid until the next call with the same state.
 template <class StackT = Stack>
 class BasicCausalLM {
 public:
@@ -65,11 +68,9 @@ public:
         check(stack_.d_model() == cfg.stack.d_model, "CausalLM: stack d_model ", stack_.d_model(), ", config ",
               cfg.stack.d_model);
         const std::size_t d = cfg.stack.d_model;
-        embed_.resize(cfg.vocab_size, d);
-        final_norm_.resize(d);
-        std::fill(final_norm_.begin(), final_norm_.end(), 1.0f);
-        hidden_.resize(d);
-        if (!cfg.tie_word_embeddings) lm_head_.resize(cfg.vocab_size, d);
+        embed_ = Embedding(cfg.vocab_size, d);
+        final_norm_ = RMSNorm(d, cfg.stack.rms_norm_eps);
+        head_ = cfg.tie_word_embeddings ? LMHead::tied(embed_.table()) : LMHead(cfg.vocab_size, d);
     }
     BasicCausalLM(BasicCausalLM&&) noexcept = default;
     BasicCausalLM& operator=(BasicCausalLM&&) noexcept = default;
@@ -85,10 +86,10 @@ public:
     /// "model.final_layernorm.weight", "lm_head.weight" (absent when tied).
     ParamList params() {
         ParamList out;
-        out.push_back({"model.embed_tokens.weight", {cfg_.vocab_size, d_model()}, embed_.span()});
+        out.push_back(embed_.param("model.embed_tokens.weight"));
         append_params(out, "model.", stack_.params());
-        out.push_back({"model.final_layernorm.weight", {d_model()}, final_norm_.span()});
-        if (!cfg_.tie_word_embeddings) out.push_back({"lm_head.weight", {cfg_.vocab_size, d_model()}, lm_head_.span()});
+        out.push_back(final_norm_.param("model.final_layernorm.weight"));
+        if (!head_.is_tied()) out.push_back(head_.param("lm_head.weight"));
         return out;
     }
     /// Number of parameters (tied head counted once).
@@ -112,7 +113,7 @@ public:
         }
         return n;
     }
-    /// Call after filling params() (loaders do).
+    /// Call after filling params() (loaders do): layers recompute what they derive from weights.
     void on_weights_loaded() { stack_.on_weights_loaded(); }
 
     /// A fresh state; global attention layers can hold max_context tokens.
@@ -128,15 +129,17 @@ public:
 
     /// Feeds ids [L >= 1] and returns the logits [vocab] at the last position.
     template <Executor Exec>
-    std::span<const float> prefill(std::span<const token_id> ids, State& st, Exec& exec) {
+    std::span<const float> prefill(std::span<const token_id> ids, State& st, Exec& exec) const {
         check(!ids.empty(), "CausalLM::prefill: expected at least one token, got none");
+        Work& w = work(st);
         run(ids, st, exec, nullptr);
-        head_rows(MatrixView<const float>(hidden_.data(), 1, d_model()), MatrixView<float>(logits_.get(vocab_size()), 1, vocab_size()), exec);
-        return {logits_.buf.data(), vocab_size()};
+        MatrixView<float> logits(w.logits.get(vocab_size()), 1, vocab_size());
+        head_.forward(MatrixView<const float>(w.hidden.data(), 1, d_model()), logits, exec);
+        return logits.row_span(0);
     }
     /// Feeds ids [L] and returns the logits at every position [L, vocab].
     template <Executor Exec>
-    Matrix<float> prefill_all(std::span<const token_id> ids, State& st, Exec& exec) {
+    Matrix<float> prefill_all(std::span<const token_id> ids, State& st, Exec& exec) const {
         Matrix<float> out(ids.size(), vocab_size());
         if (ids.empty()) return out;
         run(ids, st, exec, &out);
@@ -145,36 +148,36 @@ public:
 
     /// Feeds one token and returns the logits [vocab] after it. No allocation once warm.
     template <Executor Exec>
-    std::span<const float> step(token_id id, State& st, Exec& exec) {
-        const std::size_t d = d_model();
-        float* x = x_.get(d);
-        embed_row(id, x);
-        stack_.step(std::span<float>(x, d), st, exec);
-        float* h = hidden_.data();
-        kernels::rmsnorm_row(x, final_norm_.data(), h, d, cfg_.stack.rms_norm_eps);
-        head_rows(MatrixView<const float>(h, 1, d), MatrixView<float>(logits_.get(vocab_size()), 1, vocab_size()), exec);
-        return {logits_.buf.data(), vocab_size()};
+    std::span<const float> step(token_id id, State& st, Exec& exec) const {
+        State* one[1] = {&st};
+        return step_batch(std::span<const token_id>(&id, 1), std::span<State* const>(one, 1), exec).row_span(0);
     }
 
-    /// One token for each of B independent sequences: ids [B], states [B]; returns logits [B, vocab].
+    /// One token for each of B independent sequences: ids [B], states [B]; returns logits [B, vocab]
+    /// (scratch from states[0]'s workspace).
     template <Executor Exec>
-    MatrixView<const float> step_batch(std::span<const token_id> ids, std::span<State* const> states, Exec& exec) {
+    MatrixView<const float> step_batch(std::span<const token_id> ids, std::span<State* const> states, Exec& exec) const {
         check(ids.size() == states.size(), "CausalLM::step_batch: ", ids.size(), " ids for ", states.size(), " states");
         const std::size_t B = ids.size(), d = d_model();
-        MatrixView<float> x(x_.get(B * d), B, d);
-        for (std::size_t b = 0; b < B; ++b) embed_row(ids[b], x.row(b));
+        if (B == 0) return {};
+        check(states[0] != nullptr, "CausalLM::step_batch: null state");
+        Work& w = work(*states[0]);
+        MatrixView<float> x(w.x.get(B * d), B, d);
+        for (std::size_t b = 0; b < B; ++b) embed_.lookup(ids[b], x.row(b), "CausalLM");
         stack_.step_batch(x, states, exec);
-        MatrixView<float> h(hb_.get(B * d), B, d);
-        for (std::size_t b = 0; b < B; ++b)
-            kernels::rmsnorm_row(x.row(b), final_norm_.data(), h.row(b), d, cfg_.stack.rms_norm_eps);
-        if (B) std::copy(h.row(B - 1), h.row(B - 1) + d, hidden_.data());
-        MatrixView<float> logits(logits_.get(B * vocab_size()), B, vocab_size());
-        head_rows(MatrixView<const float>(h), logits, exec);
+        MatrixView<float> h(w.h.get(B * d), B, d);
+        for (std::size_t b = 0; b < B; ++b) final_norm_.row(x.row(b), h.row(b));
+        for (std::size_t b = 0; b < B; ++b) {  // each sequence's last hidden, in its own workspace
+            Work& wb = b ? work(*states[b]) : w;
+            std::copy(h.row(b), h.row(b) + d, wb.hidden.data());
+        }
+        MatrixView<float> logits(w.logits.get(B * vocab_size()), B, vocab_size());
+        head_.forward(MatrixView<const float>(h), logits, exec);
         return logits;
     }
 
-    /// final_layernorm output (the lm_head input) of the last position processed [d_model].
-    std::span<const float> last_hidden() const { return hidden_.span(); }
+    /// final_layernorm output (the lm_head input) of the last position st processed [d_model].
+    std::span<const float> last_hidden(State& st) const { return work(st).hidden.span(); }
 
     /// Prefills `prompt` (>= 1 token), then samples up to max_new_tokens tokens, calling
     /// on_token(id) for each as it is drawn (return false from it to stop; a void callback never
@@ -182,7 +185,7 @@ public:
     /// state has seen prompt + generated[0 .. n-2] at the end (feed the last one to continue).
     template <Executor Exec, class OnToken>
     std::vector<token_id> generate(std::span<const token_id> prompt, State& st, const GenerateOptions& opt,
-                                   OnToken&& on_token, Exec& exec, GenerateStats* stats = nullptr) {
+                                   OnToken&& on_token, Exec& exec, GenerateStats* stats = nullptr) const {
         using clock = std::chrono::steady_clock;
         Sampler sampler(opt.sampling);
         GenerateStats s;
@@ -218,7 +221,7 @@ public:
     /// to st so far. Returns the logits after token n-1, so generation continues from there.
     template <Executor Exec>
     std::span<const float> rollback(State& st, Snapshots<State>& snaps, std::span<const token_id> history, std::size_t n,
-                                    Exec& exec) {
+                                    Exec& exec) const {
         check(history.size() == st.length(), "CausalLM::rollback: history has ", history.size(),
               " tokens, the state has seen ", st.length());
         check(n >= 1 && n <= st.length(), "CausalLM::rollback: target ", n, " not in [1, ", st.length(), "]");
@@ -231,55 +234,53 @@ public:
     }
 
     /// Serial overloads.
-    std::span<const float> prefill(std::span<const token_id> ids, State& st) {
+    std::span<const float> prefill(std::span<const token_id> ids, State& st) const {
         SerialExecutor s;
         return prefill(ids, st, s);
     }
-    std::span<const float> step(token_id id, State& st) {
+    std::span<const float> step(token_id id, State& st) const {
         SerialExecutor s;
         return step(id, st, s);
     }
 
-    std::span<float> embed_tokens() { return embed_.span(); }
-    std::span<float> final_layernorm() { return final_norm_.span(); }
+    Embedding& embedding() { return embed_; }
+    RMSNorm& final_norm() { return final_norm_; }
+    std::span<float> embed_tokens() { return embed_.weight(); }
+    std::span<float> final_layernorm() { return final_norm_.weight(); }
     /// The head's weights [vocab, d_model] (embed_tokens when tied).
-    MatrixView<const float> lm_head() const {
-        return cfg_.tie_word_embeddings ? embed_.view() : lm_head_.view();
-    }
+    MatrixView<const float> lm_head() const { return head_.weight(); }
 
 private:
-    void embed_row(token_id id, float* x) const {
-        check(id >= 0 && std::size_t(id) < cfg_.vocab_size, "CausalLM: token id ", id, " out of range [0, ",
-              cfg_.vocab_size, ")");
-        std::copy(embed_.row(std::size_t(id)), embed_.row(std::size_t(id)) + d_model(), x);
+    // Scratch of one caller (in its state's workspace): the residual rows, their normed copies, the
+    // logits, and the last position's final-norm output.
+    struct Work {
+        detail::GrowBuffer x, h, logits;
+        Buffer<float> hidden;  // [d_model]
+    };
+    Work& work(State& st) const {
+        Work& w = st.workspace().template get<Work>();
+        if (w.hidden.size() != d_model()) w.hidden.resize(d_model());
+        return w;
     }
 
-    // logits[r] = h[r] . lm_head^T
+    // Runs ids through the stack in chunks; leaves the last position's normed hidden in the state's
+    // workspace; with all != nullptr writes every position's logits into *all.
     template <Executor Exec>
-    void head_rows(MatrixView<const float> h, MatrixView<float> logits, Exec& exec) const {
-        kernels::linear(h, lm_head(), {}, logits, exec);
-    }
-
-    // Runs ids through the stack in chunks; leaves the last position's normed hidden in hidden_;
-    // with all != nullptr writes every position's logits into *all.
-    template <Executor Exec>
-    void run(std::span<const token_id> ids, State& st, Exec& exec, Matrix<float>* all) {
-        for (auto id : ids)
-            check(id >= 0 && std::size_t(id) < cfg_.vocab_size, "CausalLM::prefill: token id ", id,
-                  " out of range [0, ", cfg_.vocab_size, ")");
+    void run(std::span<const token_id> ids, State& st, Exec& exec, Matrix<float>* all) const {
+        for (auto id : ids) embed_.check_id(id, "CausalLM::prefill");
+        Work& w = work(st);
         const std::size_t d = d_model(), V = vocab_size();
         for (std::size_t done = 0; done < ids.size();) {
             const std::size_t L = std::min(chunk_, ids.size() - done);
-            MatrixView<float> x(x_.get(L * d), L, d);
-            for (std::size_t r = 0; r < L; ++r) embed_row(ids[done + r], x.row(r));
+            MatrixView<float> x(w.x.get(L * d), L, d);
+            for (std::size_t r = 0; r < L; ++r) embed_.lookup(ids[done + r], x.row(r));
             stack_.prefill(x, st, exec);
             if (all) {
-                MatrixView<float> h(hb_.get(L * d), L, d);
-                for (std::size_t r = 0; r < L; ++r)
-                    kernels::rmsnorm_row(x.row(r), final_norm_.data(), h.row(r), d, cfg_.stack.rms_norm_eps);
-                head_rows(MatrixView<const float>(h), MatrixView<float>(all->row(done), L, V), exec);
+                MatrixView<float> h(w.h.get(L * d), L, d);
+                for (std::size_t r = 0; r < L; ++r) final_norm_.row(x.row(r), h.row(r));
+                head_.forward(MatrixView<const float>(h), MatrixView<float>(all->row(done), L, V), exec);
             }
-            kernels::rmsnorm_row(x.row(L - 1), final_norm_.data(), hidden_.data(), d, cfg_.stack.rms_norm_eps);
+            final_norm_.row(x.row(L - 1), w.hidden.data());
             done += L;
             if (progress_) progress_(done, ids.size());
         }
@@ -287,13 +288,11 @@ private:
 
     ModelConfig cfg_;
     StackT stack_;
-    Matrix<float> embed_;      // [vocab, d_model]
-    Buffer<float> final_norm_; // [d_model]
-    Matrix<float> lm_head_;    // [vocab, d_model], empty when tied
+    Embedding embed_;    // [vocab, d_model]
+    RMSNorm final_norm_; // [d_model]
+    LMHead head_;        // [vocab, d_model] or tied to embed_
     std::size_t chunk_ = 512;
     Progress progress_;
-    detail::Scratch x_, hb_, logits_;
-    Buffer<float> hidden_;     // [d_model] final-norm output of the last position
 };
 
 /// A causal LM over a run-time stack (any HF Jamba config).

@@ -19,7 +19,6 @@
 
 namespace hystack {
 
-using token_id = std::int32_t;
 
 /// Sampling parameters. temperature 0 = greedy (argmax, lowest id on ties); top_k 0 = all
 /// tokens; top_p 1 = no nucleus cut. Order as in llama.cpp/HF: temperature, top-k, top-p.

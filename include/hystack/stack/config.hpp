@@ -15,6 +15,7 @@ struct StackConfig {
     std::size_t d_model = 0;     // hidden_size
     std::size_t num_layers = 0;  // num_hidden_layers
     float rms_norm_eps = 1e-6f;  // rms_norm_eps (decoder norms and Mamba's inner dt/B/C norms)
+    float residual_multiplier = 1.0f;  // Granite's residual_multiplier: x += m * f(norm(x)); 1 elsewhere
 
     // Attention (no positional encoding in Jamba: the Mamba layers carry position).
     std::size_t num_attention_heads = 0;  // num_attention_heads
@@ -62,7 +63,8 @@ struct StackConfig {
         if (schedule.count(MixerKind::mamba))
             check(mamba_d_state > 0 && mamba_d_conv > 0 && mamba_expand > 0,
                   "StackConfig: mamba_d_state, mamba_d_conv and mamba_expand must be > 0");
-        check(intermediate_size > 0, "StackConfig: intermediate_size must be > 0");
+        if (schedule.count(FeedForwardKind::dense) || schedule.count(FeedForwardKind::moe))
+            check(intermediate_size > 0, "StackConfig: intermediate_size must be > 0");
         if (schedule.count(FeedForwardKind::moe))
             check(num_experts_per_tok >= 1 && num_experts_per_tok <= num_experts, "StackConfig: num_experts_per_tok ",
                   num_experts_per_tok, " must be in [1, num_experts = ", num_experts, "]");

@@ -6,10 +6,13 @@
 // layers in every period of P) with a placement policy, and a run-time Schedule that any
 // HuggingFace Jamba config (attn_layer_period/offset, expert_layer_period/offset) describes.
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <ratio>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "../core/error.hpp"
@@ -19,14 +22,35 @@ namespace hystack {
 enum class MixerKind : std::uint8_t { mamba = 0, attention = 1 };
 enum class FeedForwardKind : std::uint8_t { dense = 0, moe = 1 };
 
+/// Names of the built-in layer kinds (stack/builtin_kinds.hpp registers them).
+namespace kinds {
+inline constexpr const char* mamba1 = "mamba1";        // Mamba-1 mixer (Jamba's, with its dt/B/C norms)
+inline constexpr const char* attention = "attention";  // softmax attention with a KV cache
+inline constexpr const char* dense = "dense";          // SwiGLU MLP
+inline constexpr const char* moe = "moe";              // sparse mixture of SwiGLU experts
+}  // namespace kinds
+
+/// The kind name of a ratio schedule's mixer: "mamba1" or "attention".
+inline const char* kind_name(MixerKind k) { return k == MixerKind::attention ? kinds::attention : kinds::mamba1; }
+inline const char* kind_name(FeedForwardKind k) { return k == FeedForwardKind::moe ? kinds::moe : kinds::dense; }
 inline const char* to_string(MixerKind k) { return k == MixerKind::attention ? "attention" : "mamba"; }
 inline const char* to_string(FeedForwardKind k) { return k == FeedForwardKind::moe ? "moe" : "dense"; }
 
-/// The kind of one decoder layer: its token mixer and its feed-forward.
+/// HF's periodic placement rule (attention and expert layers of Jamba): layer i is chosen when
+/// i % period == offset; period 0 chooses none.
+constexpr bool periodic(std::size_t layer, std::size_t period, std::size_t offset) {
+    return period != 0 && layer % period == offset;
+}
+
+/// The kind of one block: its token mixer and its feed-forward, by kind name (see KindRegistry);
+/// an empty name means the block has none (Nemotron-H's pattern gives single sub-layers).
 struct LayerKind {
-    MixerKind mixer = MixerKind::mamba;
-    FeedForwardKind ff = FeedForwardKind::dense;
-    friend constexpr bool operator==(const LayerKind&, const LayerKind&) = default;
+    std::string mixer = kinds::mamba1;
+    std::string ff = kinds::dense;
+    LayerKind() = default;
+    LayerKind(std::string m, std::string f) : mixer(std::move(m)), ff(std::move(f)) {}
+    LayerKind(MixerKind m, FeedForwardKind f) : mixer(kind_name(m)), ff(kind_name(f)) {}
+    friend bool operator==(const LayerKind&, const LayerKind&) = default;
 };
 
 // --- placement policies ------------------------------------------------------------------------
@@ -97,12 +121,14 @@ struct FeedForwardSchedule {
     std::size_t num_experts = 16;
 
     FeedForwardKind kind(std::size_t layer) const {
-        if (num_experts <= 1 || expert_layer_period == 0) return FeedForwardKind::dense;
-        return layer % expert_layer_period == expert_layer_offset ? FeedForwardKind::moe : FeedForwardKind::dense;
+        if (num_experts <= 1) return FeedForwardKind::dense;
+        return periodic(layer, expert_layer_period, expert_layer_offset) ? FeedForwardKind::moe : FeedForwardKind::dense;
     }
 };
 
-/// Run-time schedule: the kind of every layer.
+/// Run-time schedule: the kind of every block. From a compile-time ratio, from HF Jamba's
+/// period/offset keys, from a pattern string (Nemotron-H's hybrid_override_pattern) or from an
+/// explicit per-layer list (HF's layer_types / layers_block_type).
 class Schedule {
 public:
     Schedule() = default;
@@ -115,7 +141,7 @@ public:
         check(ff.num_experts <= 1 || ff.expert_layer_period > 0, "Schedule: expert_layer_period must be > 0");
         std::vector<LayerKind> v(num_layers);
         for (std::size_t i = 0; i < num_layers; ++i)
-            v[i] = {i % attn_layer_period == attn_layer_offset ? MixerKind::attention : MixerKind::mamba, ff.kind(i)};
+            v[i] = {periodic(i, attn_layer_period, attn_layer_offset) ? MixerKind::attention : MixerKind::mamba, ff.kind(i)};
         return Schedule(std::move(v));
     }
     /// The schedule of a compile-time ratio over num_layers layers.
@@ -125,6 +151,24 @@ public:
         for (std::size_t i = 0; i < num_layers; ++i) v[i] = {RatioSchedule<Ratio, Placement>::mixer(i), ff.kind(i)};
         return Schedule(std::move(v));
     }
+    /// One block per character of `pattern`, looked up in `blocks` (e.g. Nemotron-H's "M-M*-" with
+    /// 'M' -> {"mamba2", ""}, '-' -> {"", "mlp"}, '*' -> {"attention", ""}); an unknown character throws.
+    static Schedule from_pattern(std::string_view pattern, const std::vector<std::pair<char, LayerKind>>& blocks) {
+        std::vector<LayerKind> v;
+        v.reserve(pattern.size());
+        for (std::size_t i = 0; i < pattern.size(); ++i) {
+            const LayerKind* k = nullptr;
+            for (auto& [c, kind] : blocks)
+                if (c == pattern[i]) k = &kind;
+            if (!k) {
+                std::string known;
+                for (auto& [c, kind] : blocks) known += c;
+                fail("Schedule: pattern character '", pattern[i], "' at position ", i, " is not one of \"", known, "\"");
+            }
+            v.push_back(*k);
+        }
+        return Schedule(std::move(v));
+    }
 
     std::size_t size() const { return layers_.size(); }
     const LayerKind& operator[](std::size_t i) const { return layers_[i]; }
@@ -132,52 +176,57 @@ public:
     auto begin() const { return layers_.begin(); }
     auto end() const { return layers_.end(); }
 
-    std::size_t count(MixerKind k) const {
-        std::size_t n = 0;
-        for (auto& l : layers_) n += l.mixer == k;
-        return n;
-    }
-    std::size_t count(FeedForwardKind k) const {
-        std::size_t n = 0;
-        for (auto& l : layers_) n += l.ff == k;
-        return n;
-    }
+    /// Blocks whose mixer (or feed-forward) is `kind`.
+    std::size_t count_mixer(std::string_view kind) const { return indices_of(&LayerKind::mixer, kind).size(); }
+    std::size_t count_feed_forward(std::string_view kind) const { return indices_of(&LayerKind::ff, kind).size(); }
+    std::vector<std::size_t> mixer_indices(std::string_view kind) const { return indices_of(&LayerKind::mixer, kind); }
+    std::vector<std::size_t> feed_forward_indices(std::string_view kind) const { return indices_of(&LayerKind::ff, kind); }
+    std::size_t count(MixerKind k) const { return count_mixer(kind_name(k)); }
+    std::size_t count(FeedForwardKind k) const { return count_feed_forward(kind_name(k)); }
     /// Indices of the layers with mixer k, e.g. "{4, 12}".
-    std::vector<std::size_t> indices(MixerKind k) const {
-        std::vector<std::size_t> v;
-        for (std::size_t i = 0; i < layers_.size(); ++i)
-            if (layers_[i].mixer == k) v.push_back(i);
-        return v;
-    }
+    std::vector<std::size_t> indices(MixerKind k) const { return mixer_indices(kind_name(k)); }
 
-    /// One letter per layer: M (Mamba) or A (attention), lower case when the feed-forward is dense
-    /// ("mMmMAMmM..." reads: Mamba+dense, Mamba+MoE, ...). Upper case = MoE.
+    /// One letter per block: the mixer's ('m' mamba1, 'a' attention, otherwise its first letter; '-'
+    /// none), upper case when the feed-forward is MoE ("mMmMaMmM..." reads: Mamba+dense, Mamba+MoE, ...).
     std::string compact() const {
         std::string s;
         for (auto& l : layers_) {
-            char c = l.mixer == MixerKind::attention ? 'a' : 'm';
-            if (l.ff == FeedForwardKind::moe) c = char(c - 'a' + 'A');
+            char c = l.mixer.empty() ? '-' : l.mixer == kinds::mamba1 ? 'm' : l.mixer == kinds::attention ? 'a' : l.mixer[0];
+            if (l.ff == kinds::moe && c >= 'a' && c <= 'z') c = char(c - 'a' + 'A');
             s += c;
         }
         return s;
     }
-    /// Human-readable: "16 layers: attention at {4, 12}, mamba elsewhere; MoE at {1, 3, ...}".
+    /// Human-readable: "16 layers (mMmMaMmM...): attention at {4, 12}, mamba1 at {0, 1, ...}; moe at {1, 3, ...}, dense at {...}".
     std::string describe() const {
         auto list = [](const std::vector<std::size_t>& v) {
             std::string s = "{";
             for (std::size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
             return s + "}";
         };
-        std::vector<std::size_t> moe;
-        for (std::size_t i = 0; i < layers_.size(); ++i)
-            if (layers_[i].ff == FeedForwardKind::moe) moe.push_back(i);
-        return std::to_string(size()) + " layers (" + compact() + "): attention at " +
-               list(indices(MixerKind::attention)) + ", mamba elsewhere; MoE at " + list(moe) + ", dense SwiGLU elsewhere";
+        auto part = [&](std::string LayerKind::*field) {
+            std::vector<std::string> names;
+            for (auto& l : layers_)
+                if (!(l.*field).empty() && std::find(names.begin(), names.end(), l.*field) == names.end())
+                    names.push_back(l.*field);
+            std::string s;
+            for (auto& n : names) s += (s.empty() ? "" : ", ") + n + " at " + list(indices_of(field, n));
+            return s.empty() ? std::string("none") : s;
+        };
+        return std::to_string(size()) + " layers (" + compact() + "): " + part(&LayerKind::mixer) + "; " +
+               part(&LayerKind::ff);
     }
 
     friend bool operator==(const Schedule&, const Schedule&) = default;
 
 private:
+    std::vector<std::size_t> indices_of(std::string LayerKind::*field, std::string_view kind) const {
+        std::vector<std::size_t> v;
+        for (std::size_t i = 0; i < layers_.size(); ++i)
+            if (layers_[i].*field == kind) v.push_back(i);
+        return v;
+    }
+
     std::vector<LayerKind> layers_;
 };
 
