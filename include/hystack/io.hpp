@@ -1,5 +1,6 @@
 #pragma once
-/// hystack io module: safetensors reading/writing and HuggingFace Jamba checkpoints.
+/// hystack io module: safetensors reading/writing and HuggingFace Jamba configs (io/, which needs
+/// only core/), and load_jamba, which builds a CausalLM from a checkpoint (loaders/, above the model).
 /// Needs nlohmann_json: link hystack::io (not only hystack::hystack).
 #ifndef HYSTACK_MODULE
 #define HYSTACK_MODULE
@@ -7,4 +8,4 @@
 #include "core.hpp"
 #include "io/safetensors.hpp"
 #include "io/hf_jamba.hpp"
-#include "io/jamba_model.hpp"
+#include "loaders/jamba.hpp"

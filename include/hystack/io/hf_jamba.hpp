@@ -22,7 +22,9 @@
 
 #include "../core/error.hpp"
 #include "../core/param.hpp"
-#include "safetensors.hpp"
+#include "checkpoint.hpp"
+#include "json_file.hpp"
+#include "safetensors_format.hpp"
 
 namespace hystack::io {
 

@@ -24,7 +24,7 @@
 #include "../core/bytes.hpp"
 #include "../core/error.hpp"
 #include "../core/view.hpp"
-#include "attention.hpp"
+#include "kv_view.hpp"
 
 namespace hystack {
 

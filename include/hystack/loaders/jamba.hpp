@@ -5,6 +5,8 @@
 // model.safetensors.index.json) into a CausalLM:
 //   auto model = hystack::io::load_jamba("path/to/jamba");     // run-time stack, any HF config
 //   auto j1 = hystack::io::load_jamba<hystack::HybridStack<std::ratio<1, 8>>>(dir);  // checked 1:8
+// loaders/ sits above both the model (StackConfig, ModelConfig, BasicCausalLM) and io/ (the config,
+// the checkpoint and load_params), which knows nothing of the model; the names stay in hystack::io.
 
 #include <cstddef>
 #include <filesystem>
@@ -13,10 +15,11 @@
 #include <vector>
 
 #include "../core/error.hpp"
+#include "../core/param.hpp"
+#include "../io/checkpoint.hpp"
+#include "../io/hf_jamba.hpp"
 #include "../model/causal_lm.hpp"
 #include "../stack/builtin_kinds.hpp"
-#include "hf_jamba.hpp"
-#include "safetensors.hpp"
 
 namespace hystack::io {
 

@@ -1,0 +1,2 @@
+#pragma once
+// a directory the check does not place: refused
