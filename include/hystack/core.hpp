@@ -11,4 +11,5 @@
 #include "core/bf16.hpp"
 #include "core/param.hpp"
 #include "core/bytes.hpp"
+#include "core/weight.hpp"
 #include "core/workspace.hpp"

@@ -8,4 +8,5 @@
 #include "core.hpp"
 #include "io/safetensors.hpp"
 #include "io/hf_jamba.hpp"
+#include "io/params.hpp"
 #include "loaders/jamba.hpp"

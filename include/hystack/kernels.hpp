@@ -5,6 +5,7 @@
 #endif
 #include "core.hpp"
 #include "kernels/linear.hpp"
+#include "kernels/project.hpp"
 #include "kernels/rmsnorm.hpp"
 #include "kernels/causal_conv1d.hpp"
 #include "kernels/selective_scan.hpp"

@@ -26,6 +26,37 @@ TEST_CASE("errors name the argument, the expected and the given shape", "[core]"
     CHECK(std::is_base_of_v<std::runtime_error, error>);
 }
 
+TEST_CASE("views and Eigen maps convert both ways over the same memory", "[core]") {
+    Matrix<float> m(3, 5);
+    for (std::size_t i = 0; i < 15; ++i) m.span()[i] = float(i);
+    MatrixView<float> v = m.view().cols_slice(1, 3);
+    auto e = v.eigen();  // view -> map
+    CHECK(e(2, 0) == 11.0f);
+    e(0, 0) = -1.0f;
+    CHECK(m(0, 1) == -1.0f);
+    auto back = MatrixView<float>::of(e);  // map -> view
+    CHECK(back.data == v.data);
+    CHECK(back.rows == 3);
+    CHECK(back.cols == 3);
+    CHECK(back.stride == 5);
+    using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+    RowMajor owned = RowMajor::Constant(2, 4, 3.0f);
+    auto ov = MatrixView<float>::of(owned);  // an Eigen matrix's storage as a view
+    ov(1, 3) = 7.0f;
+    CHECK(owned(1, 3) == 7.0f);
+    auto blk = owned.block(0, 1, 2, 2);  // a block of it: the outer stride carries over
+    auto bv = MatrixView<const float>::of(blk);
+    CHECK(bv.stride == 4);
+    CHECK(bv(1, 1) == 3.0f);
+    std::vector<float> vec{1, 2, 3};
+    auto ev = eigen_vector(std::span<float>(vec));  // span -> vector map
+    ev *= 2.0f;
+    CHECK(vec[2] == 6.0f);
+    Eigen::VectorXf x = Eigen::VectorXf::Ones(4);
+    CHECK(span_of(x).size() == 4);
+    CHECK(span_of(x).data() == x.data());
+}
+
 TEST_CASE("views slice rows and columns without copying; buffers are aligned", "[core]") {
     Matrix<float> m(4, 6);
     for (std::size_t r = 0; r < 4; ++r)

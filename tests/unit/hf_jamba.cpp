@@ -45,7 +45,10 @@ struct TempDir {
 
 const std::string tiny_dir = std::string(HYSTACK_TEST_DATA) + "/golden/jamba/shared_tiny";
 
-// Storage for a ParamList (e.g. jamba_expected_params), filled with a sentinel.
+// The weights a model of cfg holds: its params() (names, shapes), the list checkpoints are checked against.
+CausalLM model_of(const JambaConfig& cfg) { return CausalLM(jamba_model_config(cfg)); }
+
+// Storage for a ParamList (e.g. a model's params()), filled with a sentinel.
 struct Store {
     std::vector<std::vector<float>> bufs;
     ParamList params;
@@ -167,9 +170,10 @@ TEST_CASE("hf_jamba: bad configs are refused with the key named", "[hf_jamba]") 
 TEST_CASE("hf_jamba: expected names match the golden checkpoint; load fills every parameter", "[hf_jamba]") {
     const auto cfg = read_jamba_config(tiny_dir + "/config.json");
     const auto ckpt = Checkpoint::open(tiny_dir);
-    const auto expected = jamba_expected_params(cfg);
+    auto model = model_of(cfg);
+    const auto expected = model.params();
     CHECK(expected.size() == ckpt.names().size());
-    verify_jamba_checkpoint(ckpt, cfg);
+    verify_jamba_checkpoint(ckpt, model);
     Store s(expected);
     load_params(ckpt, s.params);
     for (std::size_t i = 0; i < s.params.size(); ++i) {
@@ -185,7 +189,10 @@ TEST_CASE("hf_jamba: config values that contradict the tensors", "[hf_jamba]") {
     const auto base = read_jamba_config(tiny_dir + "/config.json");
     const auto ckpt = Checkpoint::open(tiny_dir);
     auto expect = [&](JambaConfig c, std::vector<std::string> parts) {
-        const std::string msg = error_of([&] { verify_jamba_checkpoint(ckpt, c); });
+        const std::string msg = error_of([&] {
+            auto m = model_of(c);
+            verify_jamba_checkpoint(ckpt, m);
+        });
         INFO(msg);
         CHECK(msg.find(tiny_dir) != std::string::npos);
         for (const auto& p : parts) CHECK(msg.find(p) != std::string::npos);
@@ -214,7 +221,8 @@ TEST_CASE("hf_jamba: config values that contradict the tensors", "[hf_jamba]") {
     // tied: lm_head.weight in the checkpoint is tolerated
     c = base;
     c.tie_word_embeddings = true;
-    CHECK_NOTHROW(verify_jamba_checkpoint(ckpt, c));
+    auto tied = model_of(c);
+    CHECK_NOTHROW(verify_jamba_checkpoint(ckpt, tied));
 }
 
 TEST_CASE("hf_jamba: load_params accepts .moe. and dense experts.0 aliases", "[hf_jamba]") {
@@ -289,7 +297,8 @@ TEST_CASE("hf_jamba: a sharded BF16 checkpoint loads through the index", "[hf_ja
     JambaConfig cfg = parse_jamba_config(R"({"vocab_size": 32, "hidden_size": 16, "intermediate_size": 24,
         "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1, "num_experts": 2,
         "attn_layer_period": 2, "attn_layer_offset": 1, "mamba_d_state": 4, "mamba_d_conv": 3, "tie_word_embeddings": true})");
-    const auto expected = jamba_expected_params(cfg);
+    auto model = model_of(cfg);
+    const auto expected = model.params();
     Store src(expected);
     for (std::size_t i = 0; i < src.bufs.size(); ++i)
         for (std::size_t j = 0; j < src.bufs[i].size(); ++j) src.bufs[i][j] = float(int((i * 31 + j * 7) % 61) - 30) / 8.0f;
@@ -307,7 +316,7 @@ TEST_CASE("hf_jamba: a sharded BF16 checkpoint loads through the index", "[hf_ja
         std::ofstream(d / "model.safetensors.index.json") << "{\"weight_map\": {" << weight_map << "}}";
     }
     const auto ckpt = Checkpoint::open(d.path.string());
-    verify_jamba_checkpoint(ckpt, cfg);
+    verify_jamba_checkpoint(ckpt, model);
     Store dst(expected);
     std::size_t calls = 0, last_done = 0, last_total = 0;
     LoadOptions opt;

@@ -62,7 +62,39 @@ struct MatrixView {
     EigenMap eigen() const {
         return EigenMap(data, Eigen::Index(rows), Eigen::Index(cols), Eigen::OuterStride<>(Eigen::Index(stride)));
     }
+    /// A view of an Eigen row-major dense object with unit inner stride (a Matrix, a Map, a block
+    /// of either): the same memory, not a copy. The other direction of eigen().
+    template <class Derived>
+    static MatrixView of(Eigen::PlainObjectBase<Derived>& m) {
+        static_assert(Derived::IsRowMajor, "MatrixView::of: needs a row-major Eigen object");
+        return {m.data(), std::size_t(m.rows()), std::size_t(m.cols()), std::size_t(m.outerStride())};
+    }
+    template <class Derived>
+    static MatrixView of(const Eigen::PlainObjectBase<Derived>& m)
+        requires std::is_const_v<T>
+    {
+        static_assert(Derived::IsRowMajor, "MatrixView::of: needs a row-major Eigen object");
+        return {m.data(), std::size_t(m.rows()), std::size_t(m.cols()), std::size_t(m.outerStride())};
+    }
+    template <class Derived, int Access>
+    static MatrixView of(const Eigen::MapBase<Derived, Access>& m) {
+        static_assert(Derived::IsRowMajor, "MatrixView::of: needs a row-major Eigen object");
+        check(m.innerStride() == 1, "MatrixView::of: needs unit inner stride, got ", m.innerStride());
+        return {const_cast<T*>(m.data()), std::size_t(m.rows()), std::size_t(m.cols()), std::size_t(m.outerStride())};
+    }
 };
+
+/// A span as an Eigen column vector map (the same memory), for references written as Eigen expressions.
+template <class T, std::size_t E>
+auto eigen_vector(std::span<T, E> s) {
+    using V = Eigen::Matrix<std::remove_const_t<T>, Eigen::Dynamic, 1>;
+    return Eigen::Map<std::conditional_t<std::is_const_v<T>, const V, V>>(s.data(), Eigen::Index(s.size()));
+}
+/// An Eigen vector (or map of one) as a span: the same memory.
+template <class Derived>
+auto span_of(Eigen::PlainObjectBase<Derived>& v) {
+    return std::span<typename Derived::Scalar>(v.data(), std::size_t(v.size()));
+}
 
 template <class Name, class T>
 void check_shape(const Name& what, const MatrixView<T>& m, std::size_t want_rows, std::size_t want_cols) {

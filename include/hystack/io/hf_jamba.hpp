@@ -1,30 +1,23 @@
 #pragma once
 #include "../core/module.hpp"
 
-// HuggingFace Jamba checkpoints: config.json -> JambaConfig (HF's keys, names and defaults), the
-// expected weight names/shapes of a config, and load_params(), which fills a model's ParamList from
-// a Checkpoint, accepting older name aliases and reporting every problem at once.
+// HuggingFace Jamba configs: config.json -> JambaConfig (HF's keys, names and defaults), validated.
+// The weights a config implies are not listed here: the model's own params() are that list
+// (loaders/jamba.hpp checks a checkpoint against them).
 
 #include <nlohmann/json.hpp>
 
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
-#include <functional>
 #include <limits>
 #include <optional>
-#include <span>
 #include <string>
 #include <string_view>
-#include <unordered_map>
-#include <unordered_set>
 #include <vector>
 
 #include "../core/error.hpp"
-#include "../core/param.hpp"
-#include "checkpoint.hpp"
 #include "json_file.hpp"
-#include "safetensors_format.hpp"
 
 namespace hystack::io {
 
@@ -238,185 +231,6 @@ inline JambaConfig parse_jamba_config(std::string_view json_text, const std::str
 /// Reads and parses a config.json file.
 inline JambaConfig read_jamba_config(const std::string& config_json_path) {
     return parse_jamba_config(detail::read_text_file(config_json_path, 16u << 20), config_json_path);
-}
-
-/// The weights a HuggingFace JambaForCausalLM with `cfg` holds: full HF names and shapes, in module
-/// order, with empty data spans (lm_head.weight only when not tied). Useful to check a checkpoint
-/// against a config before allocating anything (verify_params) and in tests.
-inline ParamList jamba_expected_params(const JambaConfig& cfg) {
-    ParamList p;
-    const std::size_t H = cfg.hidden_size, I = cfg.intermediate_size, V = cfg.vocab_size;
-    const std::size_t di = cfg.d_inner(), ds = cfg.mamba_d_state, dr = cfg.mamba_dt_rank;
-    const std::size_t hd = cfg.head_dim();
-    auto add = [&](std::string name, std::vector<std::size_t> shape) { p.push_back({std::move(name), std::move(shape), {}, false}); };
-    add("model.embed_tokens.weight", {V, H});
-    for (std::size_t i = 0; i < cfg.num_hidden_layers; ++i) {
-        const std::string l = "model.layers." + std::to_string(i) + ".";
-        add(l + "input_layernorm.weight", {H});
-        if (cfg.is_attention_layer(i)) {
-            add(l + "self_attn.q_proj.weight", {cfg.num_attention_heads * hd, H});
-            add(l + "self_attn.k_proj.weight", {cfg.num_key_value_heads * hd, H});
-            add(l + "self_attn.v_proj.weight", {cfg.num_key_value_heads * hd, H});
-            add(l + "self_attn.o_proj.weight", {H, cfg.num_attention_heads * hd});
-        } else {
-            const std::string m = l + "mamba.";
-            add(m + "in_proj.weight", {2 * di, H});
-            if (cfg.mamba_proj_bias) add(m + "in_proj.bias", {2 * di});
-            add(m + "conv1d.weight", {di, 1, cfg.mamba_d_conv});
-            if (cfg.mamba_conv_bias) add(m + "conv1d.bias", {di});
-            add(m + "x_proj.weight", {dr + 2 * ds, di});
-            add(m + "dt_layernorm.weight", {dr});
-            add(m + "b_layernorm.weight", {ds});
-            add(m + "c_layernorm.weight", {ds});
-            add(m + "dt_proj.weight", {di, dr});
-            add(m + "dt_proj.bias", {di});
-            add(m + "A_log", {di, ds});
-            add(m + "D", {di});
-            add(m + "out_proj.weight", {H, di});
-            if (cfg.mamba_proj_bias) add(m + "out_proj.bias", {H});
-        }
-        add(l + "pre_ff_layernorm.weight", {H});
-        const std::string f = l + "feed_forward.";
-        if (cfg.is_moe_layer(i)) {
-            add(f + "router.weight", {cfg.num_experts, H});
-            for (std::size_t e = 0; e < cfg.num_experts; ++e) {
-                const std::string x = f + "experts." + std::to_string(e) + ".";
-                add(x + "gate_proj.weight", {I, H});
-                add(x + "up_proj.weight", {I, H});
-                add(x + "down_proj.weight", {H, I});
-            }
-        } else {
-            add(f + "gate_proj.weight", {I, H});
-            add(f + "up_proj.weight", {I, H});
-            add(f + "down_proj.weight", {H, I});
-        }
-    }
-    add("model.final_layernorm.weight", {H});
-    if (!cfg.tie_word_embeddings) add("lm_head.weight", {V, H});
-    return p;
-}
-
-/// Options for verify_params / load_params.
-struct LoadOptions {
-    /// Checkpoint tensors that may stay unused (e.g. "lm_head.weight" saved beside tied embeddings).
-    std::vector<std::string> allow_unused;
-    /// load_params calls this after each tensor it reads: (bytes of float storage filled so far, total).
-    std::function<void(std::size_t, std::size_t)> progress;
-};
-
-namespace detail {
-
-// Checkpoint names that may hold HF parameter `name`, in order of preference: the name itself,
-// ".moe." for ".feed_forward.", and on dense layers "feed_forward.experts.0.X" for "feed_forward.X".
-inline std::vector<std::string> param_aliases(const std::string& name) {
-    std::vector<std::string> out{name};
-    const std::string ff = ".feed_forward.";
-    const auto pos = name.find(ff);
-    if (pos == std::string::npos) return out;
-    const std::string head = name.substr(0, pos), tail = name.substr(pos + ff.size());
-    out.push_back(head + ".moe." + tail);
-    if (tail.rfind("experts.", 0) != 0 && tail.rfind("router.", 0) != 0) {
-        out.push_back(head + ff + "experts.0." + tail);
-        out.push_back(head + ".moe.experts.0." + tail);
-    }
-    return out;
-}
-
-// Matches each parameter to a checkpoint tensor; collects every problem. `resolved[i]` is the
-// checkpoint name for params[i] (empty when absent).
-inline std::vector<std::string> match_params(const Checkpoint& ckpt, const ParamList& params, const LoadOptions& opt,
-                                             bool check_data, std::vector<std::string>& resolved) {
-    std::vector<std::string> problems;
-    std::unordered_set<std::string> used, seen_params;
-    resolved.assign(params.size(), {});
-    for (std::size_t i = 0; i < params.size(); ++i) {
-        const auto& p = params[i];
-        if (!seen_params.insert(p.name).second) {
-            problems.push_back("duplicate parameter " + p.name);
-            continue;
-        }
-        std::vector<std::string> found;
-        for (auto& a : param_aliases(p.name))
-            if (ckpt.contains(a)) found.push_back(std::move(a));
-        if (found.empty()) {
-            if (!p.optional) problems.push_back("missing " + p.name + " " + shape_string(p.shape));
-            continue;
-        }
-        for (const auto& f : found) used.insert(f);
-        if (found.size() > 1) {
-            std::string s = "ambiguous " + p.name + ": checkpoint has";
-            for (const auto& f : found) s += " " + f;
-            problems.push_back(s);
-            continue;
-        }
-        const auto& t = ckpt.info(found[0]);
-        const std::string label = found[0] == p.name ? p.name : found[0] + " (for " + p.name + ")";
-        if (t.shape != p.shape) {
-            problems.push_back("wrong shape " + label + ": expected " + shape_string(p.shape) + ", got " +
-                               shape_string(t.shape));
-            continue;
-        }
-        if (!dtype_readable_as_float(t.dtype)) {
-            problems.push_back("unsupported dtype " + label + ": " + t.dtype + " (F32, BF16 and F16 load)");
-            continue;
-        }
-        if (check_data && p.data.size() != t.numel()) {
-            problems.push_back("parameter " + p.name + " has storage for " + std::to_string(p.data.size()) +
-                               " floats, shape " + shape_string(p.shape) + " needs " + std::to_string(t.numel()));
-            continue;
-        }
-        resolved[i] = found[0];
-    }
-    const std::unordered_set<std::string> allowed(opt.allow_unused.begin(), opt.allow_unused.end());
-    for (const auto& n : ckpt.names())
-        if (!used.count(n) && !allowed.count(n))
-            problems.push_back("unused " + n + " " + shape_string(ckpt.info(n).shape));
-    return problems;
-}
-
-inline void throw_problems(const Checkpoint& ckpt, const std::vector<std::string>& problems, const char* what) {
-    std::string msg = std::string(what) + ": " + ckpt.path() + ": " + std::to_string(problems.size()) +
-                      (problems.size() == 1 ? " problem" : " problems");
-    for (const auto& p : problems) msg += "\n  " + p;
-    throw error(msg);
-}
-
-}  // namespace detail
-
-/// Checks that `ckpt` holds exactly the tensors `params` names (aliases accepted), with their shapes
-/// and a loadable dtype; throws one hystack::error listing every problem. Data spans are not used.
-inline void verify_params(const Checkpoint& ckpt, const ParamList& params, const LoadOptions& opt = {}) {
-    std::vector<std::string> resolved;
-    const auto problems = detail::match_params(ckpt, params, opt, false, resolved);
-    if (!problems.empty()) detail::throw_problems(ckpt, problems, "verify_params");
-}
-
-/// Fills every parameter's span from `ckpt` (F32/BF16/F16 converted exactly to float) after checking
-/// names (aliases: ".moe." for ".feed_forward.", dense "feed_forward.experts.0.X" for
-/// "feed_forward.X"), shapes, dtypes and that no checkpoint tensor is left unused. All problems are
-/// reported in one hystack::error; nothing is written unless there are none. Optional parameters may be
-/// absent (their spans are left untouched).
-inline void load_params(const Checkpoint& ckpt, const ParamList& params, const LoadOptions& opt = {}) {
-    std::vector<std::string> resolved;
-    const auto problems = detail::match_params(ckpt, params, opt, true, resolved);
-    if (!problems.empty()) detail::throw_problems(ckpt, problems, "load_params");
-    std::size_t total = 0, done = 0;
-    for (std::size_t i = 0; i < params.size(); ++i)
-        if (!resolved[i].empty()) total += params[i].data.size_bytes();
-    for (std::size_t i = 0; i < params.size(); ++i) {
-        if (resolved[i].empty()) continue;
-        ckpt.read_into(resolved[i], params[i].data);
-        done += params[i].data.size_bytes();
-        if (opt.progress) opt.progress(done, total);
-    }
-}
-
-/// Checks a Jamba checkpoint against a config before anything is allocated: the tensors must be
-/// exactly those of jamba_expected_params(cfg). "lm_head.weight" may be present although tied.
-inline void verify_jamba_checkpoint(const Checkpoint& ckpt, const JambaConfig& cfg) {
-    LoadOptions opt;
-    if (cfg.tie_word_embeddings) opt.allow_unused.push_back("lm_head.weight");
-    verify_params(ckpt, jamba_expected_params(cfg), opt);
 }
 
 }  // namespace hystack::io

@@ -16,7 +16,8 @@
 #include "../core/workspace.hpp"
 #include "../kernels/attention.hpp"
 #include "../kernels/kv_cache.hpp"
-#include "../kernels/linear.hpp"
+#include "../core/weight.hpp"
+#include "../kernels/project.hpp"
 #include "../kernels/rope.hpp"
 
 namespace hystack {
@@ -54,10 +55,10 @@ public:
 
     explicit AttentionLayer(AttentionConfig cfg) : cfg_(resolve(cfg)) {
         const std::size_t dm = cfg_.d_model, qd = cfg_.n_heads * cfg_.head_dim, kd = cfg_.n_kv_heads * cfg_.head_dim;
-        q_w_.resize(qd, dm);
-        k_w_.resize(kd, dm);
-        v_w_.resize(kd, dm);
-        o_w_.resize(dm, qd);
+        q_w_ = Weight(qd, dm);
+        k_w_ = Weight(kd, dm);
+        v_w_ = Weight(kd, dm);
+        o_w_ = Weight(dm, qd);
         if (cfg_.qkv_bias) {
             q_b_.resize(qd);
             k_b_.resize(kd);
@@ -73,13 +74,13 @@ public:
     ParamList params() {
         const std::size_t dm = cfg_.d_model, qd = cfg_.n_heads * cfg_.head_dim, kd = cfg_.n_kv_heads * cfg_.head_dim;
         ParamList p;
-        p.push_back({"q_proj.weight", {qd, dm}, q_w_.span()});
+        p.push_back(q_w_.param("q_proj.weight", {qd, dm}));
         if (cfg_.qkv_bias) p.push_back({"q_proj.bias", {qd}, q_b_.span()});
-        p.push_back({"k_proj.weight", {kd, dm}, k_w_.span()});
+        p.push_back(k_w_.param("k_proj.weight", {kd, dm}));
         if (cfg_.qkv_bias) p.push_back({"k_proj.bias", {kd}, k_b_.span()});
-        p.push_back({"v_proj.weight", {kd, dm}, v_w_.span()});
+        p.push_back(v_w_.param("v_proj.weight", {kd, dm}));
         if (cfg_.qkv_bias) p.push_back({"v_proj.bias", {kd}, v_b_.span()});
-        p.push_back({"o_proj.weight", {dm, qd}, o_w_.span()});
+        p.push_back(o_w_.param("o_proj.weight", {dm, qd}));
         if (cfg_.o_bias) p.push_back({"o_proj.bias", {dm}, o_b_.span()});
         return p;
     }
@@ -128,7 +129,7 @@ public:
         kv.add({past, L, s.k.data, s.v.data, s.k.stride});
         kernels::attention(MatrixView<const float>(s.q), past, kv, s.att, dims(), w.kernel, exec);
         st.append(s.k, s.v);
-        kernels::linear(s.att, o_w_.view(), o_b_.span(), y, exec);
+        kernels::project(s.att, o_w_.view(), o_b_.span(), y, exec);
     }
     template <Executor Exec>
     void prefill(MatrixView<const float> x, AttentionCache& st, MatrixView<float> y, Exec& exec) {
@@ -193,7 +194,7 @@ public:
         kernels::attention_decode(MatrixView<const float>(s.q), std::span<const std::size_t>(w.pos.data(), B),
                                   std::span<const kernels::KVView>(w.kvs.data(), B), s.att, dims(), w.kernel, exec);
         for (std::size_t b = 0; b < B; ++b) states[b]->append(s.k.rows_slice(b, 1), s.v.rows_slice(b, 1));
-        kernels::linear(s.att, o_w_.view(), o_b_.span(), y, exec);
+        kernels::project(s.att, o_w_.view(), o_b_.span(), y, exec);
     }
     template <Executor Exec>
     void step_batch(MatrixView<const float> x, std::span<AttentionCache* const> states, MatrixView<float> y, Exec& exec) {
@@ -252,13 +253,13 @@ private:
 
     template <Executor Exec>
     void project(MatrixView<const float> x, Views& s, Exec& exec) const {
-        kernels::linear(x, q_w_.view(), q_b_.span(), s.q, exec);
-        kernels::linear(x, k_w_.view(), k_b_.span(), s.k, exec);
-        kernels::linear(x, v_w_.view(), v_b_.span(), s.v, exec);
+        kernels::project(x, q_w_.view(), q_b_.span(), s.q, exec);
+        kernels::project(x, k_w_.view(), k_b_.span(), s.k, exec);
+        kernels::project(x, v_w_.view(), v_b_.span(), s.v, exec);
     }
 
     AttentionConfig cfg_;
-    Matrix<float> q_w_, k_w_, v_w_, o_w_;
+    Weight q_w_, k_w_, v_w_, o_w_;  // q [H d, d_model], k, v [Hk d, d_model], o [d_model, H d]
     Buffer<float> q_b_, k_b_, v_b_, o_b_;
     mutable Workspace own_;  // the workspace of the calls that take none
 };

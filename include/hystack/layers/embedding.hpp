@@ -12,66 +12,73 @@
 #include "../core/executor.hpp"
 #include "../core/param.hpp"
 #include "../core/view.hpp"
-#include "../kernels/linear.hpp"
+#include "../core/weight.hpp"
+#include "../kernels/project.hpp"
 
 namespace hystack {
 
 
-/// Token embedding: table [vocab, d_model] (HF "embed_tokens.weight"); row id is token id's vector.
+/// Token embedding: table [vocab, d_model] (HF "embed_tokens.weight"), typed; a looked-up row is
+/// widened to f32.
 class Embedding {
 public:
     Embedding() = default;
-    Embedding(std::size_t vocab, std::size_t d) : table_(vocab, d) {}
+    Embedding(std::size_t vocab, std::size_t d, DType type = DType::f32) : table_(vocab, d, type) {}
 
     std::size_t vocab_size() const { return table_.rows(); }
     std::size_t d_model() const { return table_.cols(); }
-    MatrixView<const float> table() const { return table_.view(); }
-    std::span<float> weight() { return table_.span(); }
-    ParamRef param(std::string name) { return {std::move(name), {vocab_size(), d_model()}, table_.span()}; }
+    WeightView table() const { return table_.view(); }
+    ParamRef param(std::string name) { return table_.param(std::move(name), {vocab_size(), d_model()}); }
 
     /// Throws hystack::error unless 0 <= id < vocab ("who: token id 70 out of range [0, 64)").
     void check_id(token_id id, const char* who) const {
         if (id < 0 || std::size_t(id) >= vocab_size()) [[unlikely]]
             fail(who, ": token id ", id, " out of range [0, ", vocab_size(), ")");
     }
-    /// x [d_model] = table[id].
+    /// x [d_model] = table[id], widened to f32.
     void lookup(token_id id, float* x, const char* who = "Embedding") const {
         check_id(id, who);
-        std::copy(table_.row(std::size_t(id)), table_.row(std::size_t(id)) + d_model(), x);
+        const WeightView row = table_.view().rows_slice(std::size_t(id), 1);
+        switch (row.type) {
+            case DType::f32: {
+                const float* r = row.f32().data;
+                std::copy(r, r + d_model(), x);
+                return;
+            }
+        }
+        fail(who, ": unsupported embedding type ", to_string(row.type));
     }
 
 private:
-    Matrix<float> table_;  // [vocab, d_model]
+    Weight table_;  // [vocab, d_model]
 };
 
-/// LM head: logits [L, vocab] = h [L, d_model] . W^T, W [vocab, d_model] (HF "lm_head.weight"), or the
-/// embedding table when the model ties them (no weight of its own then).
+/// LM head: logits [L, vocab] = h [L, d_model] . W^T, W [vocab, d_model] (HF "lm_head.weight") typed,
+/// or the embedding table when the model ties them (no weight of its own then).
 class LMHead {
 public:
     LMHead() = default;
     /// An untied head of its own [vocab, d_model].
-    LMHead(std::size_t vocab, std::size_t d) : own_(vocab, d) {}
+    LMHead(std::size_t vocab, std::size_t d, DType type = DType::f32) : own_(vocab, d, type) {}
     /// A head tied to `table` [vocab, d_model] (the embedding's; must outlive the head's use).
-    static LMHead tied(MatrixView<const float> table) {
+    static LMHead tied(WeightView table) {
         LMHead h;
         h.tied_ = table;
         return h;
     }
 
     bool is_tied() const { return tied_.data != nullptr; }
-    MatrixView<const float> weight() const { return is_tied() ? tied_ : MatrixView<const float>(own_.view()); }
-    /// The head's own weight (empty when tied).
-    std::span<float> own_weight() { return own_.span(); }
-    ParamRef param(std::string name) { return {std::move(name), {own_.rows(), own_.cols()}, own_.span()}; }
+    WeightView weight() const { return is_tied() ? tied_ : own_.view(); }
+    ParamRef param(std::string name) { return own_.param(std::move(name), {own_.rows(), own_.cols()}); }
 
     template <Executor Exec>
     void forward(MatrixView<const float> h, MatrixView<float> logits, Exec& exec) const {
-        kernels::linear(h, weight(), {}, logits, exec);
+        kernels::project(h, weight(), {}, logits, exec);
     }
 
 private:
-    Matrix<float> own_;             // [vocab, d_model], empty when tied
-    MatrixView<const float> tied_;  // the embedding table when tied
+    Weight own_;         // [vocab, d_model], empty when tied
+    WeightView tied_;    // the embedding table when tied
 };
 
 }  // namespace hystack

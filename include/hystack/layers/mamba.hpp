@@ -25,7 +25,8 @@
 #include "../core/view.hpp"
 #include "../core/workspace.hpp"
 #include "../kernels/causal_conv1d.hpp"
-#include "../kernels/linear.hpp"
+#include "../core/weight.hpp"
+#include "../kernels/project.hpp"
 #include "../kernels/rmsnorm.hpp"
 #include "../kernels/selective_scan.hpp"
 
@@ -115,16 +116,16 @@ public:
         check(cfg.d_conv >= 1, "MambaMixer: d_conv must be at least 1, got ", cfg.d_conv);
         check(cfg.dt_rank > 0, "MambaMixer: dt_rank must be positive, got ", cfg.dt_rank);
         const std::size_t di = cfg.d_inner, N = cfg.d_state;
-        in_proj_w_.resize(2 * di, cfg.d_model);
+        in_proj_w_ = Weight(2 * di, cfg.d_model);
         if (cfg.proj_bias) in_proj_b_.resize(2 * di);
         conv_w_.resize(di, cfg.d_conv);
         if (cfg.conv_bias) conv_b_.resize(di);
-        x_proj_w_.resize(cfg.dt_rank + 2 * N, di);
-        dt_proj_w_.resize(di, cfg.dt_rank);
+        x_proj_w_ = Weight(cfg.dt_rank + 2 * N, di);
+        dt_proj_w_ = Weight(di, cfg.dt_rank);
         dt_proj_b_.resize(di);
         A_log_.resize(di, N);
         D_.resize(di);
-        out_proj_w_.resize(cfg.d_model, di);
+        out_proj_w_ = Weight(cfg.d_model, di);
         if (cfg.proj_bias) out_proj_b_.resize(cfg.d_model);
         if (cfg.dt_bc_norm) {
             dt_norm_w_.resize(cfg.dt_rank);
@@ -141,16 +142,16 @@ public:
     ParamList params() {
         const std::size_t di = cfg_.d_inner, N = cfg_.d_state, R = cfg_.dt_rank, dm = cfg_.d_model;
         ParamList p;
-        p.push_back({"in_proj.weight", {2 * di, dm}, in_proj_w_.span()});
+        p.push_back(in_proj_w_.param("in_proj.weight", {2 * di, dm}));
         if (cfg_.proj_bias) p.push_back({"in_proj.bias", {2 * di}, in_proj_b_.span()});
         p.push_back({"conv1d.weight", {di, 1, cfg_.d_conv}, conv_w_.span()});
         if (cfg_.conv_bias) p.push_back({"conv1d.bias", {di}, conv_b_.span()});
-        p.push_back({"x_proj.weight", {R + 2 * N, di}, x_proj_w_.span()});
-        p.push_back({"dt_proj.weight", {di, R}, dt_proj_w_.span()});
+        p.push_back(x_proj_w_.param("x_proj.weight", {R + 2 * N, di}));
+        p.push_back(dt_proj_w_.param("dt_proj.weight", {di, R}));
         p.push_back({"dt_proj.bias", {di}, dt_proj_b_.span()});
         p.push_back({"A_log", {di, N}, A_log_.span()});
         p.push_back({"D", {di}, D_.span()});
-        p.push_back({"out_proj.weight", {dm, di}, out_proj_w_.span()});
+        p.push_back(out_proj_w_.param("out_proj.weight", {dm, di}));
         if (cfg_.proj_bias) p.push_back({"out_proj.bias", {dm}, out_proj_b_.span()});
         if (cfg_.dt_bc_norm) {
             p.push_back({"dt_layernorm.weight", {R}, dt_norm_w_.span()});
@@ -186,13 +187,13 @@ public:
         for (std::size_t t0 = 0; t0 < x.rows; t0 += prefill_chunk) {
             const std::size_t n = std::min(prefill_chunk, x.rows - t0);
             Scratch s = scratch(ws, n);
-            kernels::linear(x.rows_slice(t0, n), in_proj_w_.view(), in_proj_b_.span(), s.xz, exec);
+            kernels::project(x.rows_slice(t0, n), in_proj_w_.view(), in_proj_b_.span(), s.xz, exec);
             // Conv and scan over the chunk's tokens, continuing the sequence.
             kernels::causal_conv1d(s.x_in(), conv_weight(), conv_b_.span(), st.conv(), s.xc, exec);
             finish_rows(s, exec);
             kernels::selective_scan(s.xc, s.delta, dt_proj_b_.span(), A_.view(), s.B(), s.C(), D_.span(), s.z(),
                                     st.ssm(), s.y, exec);
-            kernels::linear(s.y, out_proj_w_.view(), out_proj_b_.span(), y.rows_slice(t0, n), exec);
+            kernels::project(s.y, out_proj_w_.view(), out_proj_b_.span(), y.rows_slice(t0, n), exec);
         }
     }
     template <Executor Exec>
@@ -239,7 +240,7 @@ public:
         const std::size_t Bn = x.rows;
         if (Bn == 0) return;
         Scratch s = scratch(ws, Bn);
-        kernels::linear(x, in_proj_w_.view(), in_proj_b_.span(), s.xz, exec);
+        kernels::project(x, in_proj_w_.view(), in_proj_b_.span(), s.xz, exec);
         auto conv_one = [&](std::size_t b, auto& ex) {
             kernels::causal_conv1d_step(std::span<const float>(s.xz.row(b), cfg_.d_inner), conv_weight(), conv_b_.span(),
                                         states[b]->conv(), s.xc.row_span(b), ex);
@@ -256,7 +257,7 @@ public:
                                          s.y.row_span(b), ex);
         };
         per_sequence(Bn, exec, scan_one);
-        kernels::linear(s.y, out_proj_w_.view(), out_proj_b_.span(), y, exec);
+        kernels::project(s.y, out_proj_w_.view(), out_proj_b_.span(), y, exec);
     }
 
     template <Executor Exec>
@@ -312,7 +313,7 @@ private:
     template <Executor Exec>
     void finish_rows(Scratch& s, Exec& exec) const {
         const std::size_t N = cfg_.d_state, R = cfg_.dt_rank;
-        kernels::linear(s.xc, x_proj_w_.view(), {}, s.dbl, exec);
+        kernels::project(s.xc, x_proj_w_.view(), {}, s.dbl, exec);
         if (cfg_.dt_bc_norm) {
             const float eps = cfg_.rms_norm_eps;
             for (std::size_t t = 0; t < s.dbl.rows; ++t) {
@@ -322,7 +323,7 @@ private:
                 kernels::rmsnorm_row(r + R + N, c_norm_w_.data(), r + R + N, N, eps);
             }
         }
-        kernels::linear(s.dbl.cols_slice(0, R), dt_proj_w_.view(), {}, s.delta, exec);
+        kernels::project(s.dbl.cols_slice(0, R), dt_proj_w_.view(), {}, s.delta, exec);
     }
 
     // Runs fn(b, executor) for each sequence: one sequence uses the executor inside the kernel (threads split
@@ -352,16 +353,16 @@ private:
     }
 
     MambaConfig cfg_;
-    Matrix<float> in_proj_w_;   // [2 d_inner, d_model]
+    Weight in_proj_w_;          // [2 d_inner, d_model]
     Buffer<float> in_proj_b_;   // [2 d_inner] or empty
     Matrix<float> conv_w_;      // [d_inner, d_conv] (HF [d_inner, 1, d_conv])
     Buffer<float> conv_b_;      // [d_inner] or empty
-    Matrix<float> x_proj_w_;    // [dt_rank + 2 d_state, d_inner]
-    Matrix<float> dt_proj_w_;   // [d_inner, dt_rank]
+    Weight x_proj_w_;           // [dt_rank + 2 d_state, d_inner]
+    Weight dt_proj_w_;          // [d_inner, dt_rank]
     Buffer<float> dt_proj_b_;   // [d_inner]
     Matrix<float> A_log_;       // [d_inner, d_state]
     Buffer<float> D_;           // [d_inner]
-    Matrix<float> out_proj_w_;  // [d_model, d_inner]
+    Weight out_proj_w_;         // [d_model, d_inner]
     Buffer<float> out_proj_b_;  // [d_model] or empty
     Buffer<float> dt_norm_w_, b_norm_w_, c_norm_w_;  // [dt_rank], [d_state], [d_state] (Jamba)
     Matrix<float> A_;           // [d_inner, d_state] = -exp(A_log)

@@ -9,7 +9,8 @@
 #include "../core/param.hpp"
 #include "../core/view.hpp"
 #include "../core/workspace.hpp"
-#include "../kernels/linear.hpp"
+#include "../core/weight.hpp"
+#include "../kernels/project.hpp"
 #include "stateless.hpp"
 
 namespace hystack {
@@ -41,13 +42,13 @@ public:
     const SwiGLUConfig& config() const { return cfg_; }
 
     ParamList params() {
-        return {{"gate_proj.weight", {cfg_.hidden, cfg_.d_model}, gate_.span()},
-                {"up_proj.weight", {cfg_.hidden, cfg_.d_model}, up_.span()},
-                {"down_proj.weight", {cfg_.d_model, cfg_.hidden}, down_.span()}};
+        return {gate_.param("gate_proj.weight", {cfg_.hidden, cfg_.d_model}),
+                up_.param("up_proj.weight", {cfg_.hidden, cfg_.d_model}),
+                down_.param("down_proj.weight", {cfg_.d_model, cfg_.hidden})};
     }
-    MatrixView<float> gate_proj() { return gate_.view(); }
-    MatrixView<float> up_proj() { return up_.view(); }
-    MatrixView<float> down_proj() { return down_.view(); }
+    MatrixView<float> gate_proj() { return gate_.f32(); }
+    MatrixView<float> up_proj() { return up_.f32(); }
+    MatrixView<float> down_proj() { return down_.f32(); }
 
     /// y = down(silu(gate x) * up x) for x [L, d_model]; y [L, d_model] (written, must not alias x).
     template <Executor Exec>
@@ -58,8 +59,8 @@ public:
         Buffer<float>& hb = ws.get<Work>().h;
         if (hb.size() < x.rows * cfg_.hidden) hb.resize(x.rows * cfg_.hidden);
         MatrixView<float> h(hb.data(), x.rows, cfg_.hidden);  // h [L, hidden]
-        kernels::linear_swiglu(x, gate_.view(), up_.view(), h, exec);
-        kernels::linear(h, down_.view(), {}, y, exec);
+        kernels::project_swiglu(x, gate_.view(), up_.view(), h, exec);
+        kernels::project(h, down_.view(), {}, y, exec);
     }
 
     /// Bytes held by the own workspace (the convenience entry points').
@@ -67,7 +68,7 @@ public:
 
 private:
     SwiGLUConfig cfg_;
-    Matrix<float> gate_, up_, down_;  // gate, up [hidden, d_model]; down [d_model, hidden]
+    Weight gate_, up_, down_;  // gate, up [hidden, d_model]; down [d_model, hidden]
 };
 
 }  // namespace hystack

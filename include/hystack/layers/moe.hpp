@@ -12,7 +12,9 @@
 #include "../core/param.hpp"
 #include "../core/view.hpp"
 #include "../core/workspace.hpp"
+#include "../core/weight.hpp"
 #include "../kernels/linear.hpp"
+#include "../kernels/project.hpp"
 #include "../kernels/moe.hpp"
 #include "stateless.hpp"
 
@@ -64,9 +66,9 @@ public:
     explicit SparseMoE(const SparseMoEConfig& cfg)
         : cfg_(cfg),
           router_(cfg.num_experts, cfg.d_model),
-          gate_(cfg.num_experts * cfg.hidden * cfg.d_model),
-          up_(cfg.num_experts * cfg.hidden * cfg.d_model),
-          down_(cfg.num_experts * cfg.d_model * cfg.hidden) {
+          gate_(cfg.num_experts * cfg.hidden, cfg.d_model),
+          up_(cfg.num_experts * cfg.hidden, cfg.d_model),
+          down_(cfg.num_experts * cfg.d_model, cfg.hidden) {
         check(cfg.d_model > 0 && cfg.hidden > 0 && cfg.num_experts > 0,
               "SparseMoE: d_model, hidden and num_experts must be positive, got ", cfg.d_model, ", ", cfg.hidden, ", ",
               cfg.num_experts);
@@ -80,28 +82,23 @@ public:
     ParamList params() {
         ParamList p;
         p.push_back({"router.weight", {cfg_.num_experts, cfg_.d_model}, router_.span()});
-        const std::size_t hd = cfg_.hidden * cfg_.d_model;
         for (std::size_t e = 0; e < cfg_.num_experts; ++e) {
             const std::string pre = "experts." + std::to_string(e) + ".";
-            p.push_back({pre + "gate_proj.weight", {cfg_.hidden, cfg_.d_model}, {gate_.data() + e * hd, hd}});
-            p.push_back({pre + "up_proj.weight", {cfg_.hidden, cfg_.d_model}, {up_.data() + e * hd, hd}});
-            p.push_back({pre + "down_proj.weight", {cfg_.d_model, cfg_.hidden}, {down_.data() + e * hd, hd}});
+            p.push_back(expert_param(gate_, e, cfg_.hidden, pre + "gate_proj.weight"));
+            p.push_back(expert_param(up_, e, cfg_.hidden, pre + "up_proj.weight"));
+            p.push_back(expert_param(down_, e, cfg_.d_model, pre + "down_proj.weight"));
         }
         return p;
     }
     MatrixView<float> router_weight() { return router_.view(); }
-    MatrixView<float> gate_proj(std::size_t e) { return {gate_.data() + e * cfg_.hidden * cfg_.d_model, cfg_.hidden, cfg_.d_model}; }
-    MatrixView<float> up_proj(std::size_t e) { return {up_.data() + e * cfg_.hidden * cfg_.d_model, cfg_.hidden, cfg_.d_model}; }
-    MatrixView<float> down_proj(std::size_t e) { return {down_.data() + e * cfg_.hidden * cfg_.d_model, cfg_.d_model, cfg_.hidden}; }
-    MatrixView<const float> gate_proj(std::size_t e) const {
-        return {gate_.data() + e * cfg_.hidden * cfg_.d_model, cfg_.hidden, cfg_.d_model};
-    }
-    MatrixView<const float> up_proj(std::size_t e) const {
-        return {up_.data() + e * cfg_.hidden * cfg_.d_model, cfg_.hidden, cfg_.d_model};
-    }
-    MatrixView<const float> down_proj(std::size_t e) const {
-        return {down_.data() + e * cfg_.hidden * cfg_.d_model, cfg_.d_model, cfg_.hidden};
-    }
+    /// Expert e's weights, writable (f32): gate, up [hidden, d_model]; down [d_model, hidden].
+    MatrixView<float> gate_proj(std::size_t e) { return gate_.f32().rows_slice(e * cfg_.hidden, cfg_.hidden); }
+    MatrixView<float> up_proj(std::size_t e) { return up_.f32().rows_slice(e * cfg_.hidden, cfg_.hidden); }
+    MatrixView<float> down_proj(std::size_t e) { return down_.f32().rows_slice(e * cfg_.d_model, cfg_.d_model); }
+    /// Expert e's weights as typed views.
+    WeightView gate_proj(std::size_t e) const { return gate_.view().rows_slice(e * cfg_.hidden, cfg_.hidden); }
+    WeightView up_proj(std::size_t e) const { return up_.view().rows_slice(e * cfg_.hidden, cfg_.hidden); }
+    WeightView down_proj(std::size_t e) const { return down_.view().rows_slice(e * cfg_.d_model, cfg_.d_model); }
 
     /// y = sum over the top-k experts of w_e * expert_e(x), per row of x [L, d_model]; y [L, d_model]
     /// (written, must not alias x).
@@ -124,7 +121,8 @@ public:
         kernels::moe_experts(
             x, w.offsets.span(), std::span<const std::uint32_t>(w.token.data(), L * k),
             std::span<const float>(w.token_weight.data(), L * k),
-            [&](std::size_t e) { return kernels::SwiGLUWeights{gate_proj(e), up_proj(e), down_proj(e)}; }, y, w.h.span(),
+            [&](std::size_t e) { return kernels::SwiGLUWeights{gate_proj(e).f32(), up_proj(e).f32(), down_proj(e).f32()}; },
+            y, w.h.span(),
             exec);
         update_stats(w, L);
     }
@@ -189,7 +187,15 @@ private:
 
     SparseMoEConfig cfg_;
     Matrix<float> router_;            // router [E, d_model]
-    Buffer<float> gate_, up_, down_;  // per expert e: gate, up [hidden, d_model]; down [d_model, hidden]
+    Weight gate_, up_, down_;  // experts stacked: gate, up [E hidden, d_model]; down [E d_model, hidden]
+
+    // Expert e's rows of a stacked weight as parameter `name` ([rows, cols] of it).
+    static ParamRef expert_param(Weight& w, std::size_t e, std::size_t rows, std::string name) {
+        const std::size_t n = rows * w.cols();
+        ParamRef p = w.param(std::move(name), {rows, w.cols()});
+        p.data = p.data.subspan(e * n, n);
+        return p;
+    }
 };
 
 }  // namespace hystack

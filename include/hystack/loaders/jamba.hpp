@@ -18,6 +18,7 @@
 #include "../core/param.hpp"
 #include "../io/checkpoint.hpp"
 #include "../io/hf_jamba.hpp"
+#include "../io/params.hpp"
 #include "../model/causal_lm.hpp"
 #include "../stack/builtin_kinds.hpp"
 
@@ -65,11 +66,25 @@ struct JambaLoadOptions {
     std::function<void(std::size_t, std::size_t)> progress;
 };
 
+/// The load options a Jamba checkpoint needs: "lm_head.weight" may be present although tied.
+inline LoadOptions jamba_load_options(bool tie_word_embeddings) {
+    LoadOptions lo;
+    if (tie_word_embeddings) lo.allow_unused.push_back("lm_head.weight");
+    return lo;
+}
+
+/// Checks that `ckpt` holds exactly the weights of `model` (its params(): the one list of HF names
+/// and shapes), with loadable dtypes; throws one hystack::error listing every problem.
+template <class StackT>
+void verify_jamba_checkpoint(const Checkpoint& ckpt, BasicCausalLM<StackT>& model) {
+    verify_params(ckpt, model.params(), jamba_load_options(model.config().tie_word_embeddings));
+}
+
 /// Loads an HF Jamba directory into a CausalLM over StackT (hystack::Stack: any config;
-/// HybridStack<R>: throws when the config's attention layout disagrees with R). Checks the
-/// checkpoint against the config before allocating the model, then reads every tensor
-/// (F32/BF16/F16) into the model's parameters; throws one hystack::error listing every missing,
-/// misshapen or unused tensor.
+/// HybridStack<R>: throws when the config's attention layout disagrees with R, before any I/O).
+/// Builds the model the config describes, checks the checkpoint against the model's params() (every
+/// missing, misshapen or unused tensor in one hystack::error, before any tensor is read), then reads
+/// every tensor (F32/BF16/F16) into them.
 template <class StackT = Stack>
 BasicCausalLM<StackT> load_jamba(const std::string& dir, const JambaLoadOptions& opt = {}) {
     namespace fs = std::filesystem;
@@ -80,26 +95,10 @@ BasicCausalLM<StackT> load_jamba(const std::string& dir, const JambaLoadOptions&
     if constexpr (requires(const StackConfig& sc) { StackT::checked_schedule(sc); })
         (void)StackT::checked_schedule(jamba_stack_config(cfg));
     const Checkpoint ckpt = Checkpoint::open(dir);
-    verify_jamba_checkpoint(ckpt, cfg);
     BasicCausalLM<StackT> model(jamba_model_config(cfg));
-    const ParamList params = model.params();
-    LoadOptions lo;
-    if (cfg.tie_word_embeddings) lo.allow_unused.push_back("lm_head.weight");
-    if (!opt.progress) {
-        load_params(ckpt, params, lo);
-    } else {
-        // load_params' checks, then the reads one by one so progress can be reported.
-        std::vector<std::string> resolved;
-        const auto problems = detail::match_params(ckpt, params, lo, true, resolved);
-        if (!problems.empty()) detail::throw_problems(ckpt, problems, "load_params");
-        std::size_t total = 0, done = 0;
-        for (auto& p : params) total += p.data.size_bytes();
-        for (std::size_t i = 0; i < params.size(); ++i) {
-            if (!resolved[i].empty()) ckpt.read_into(resolved[i], params[i].data);
-            done += params[i].data.size_bytes();
-            opt.progress(done, total);
-        }
-    }
+    LoadOptions lo = jamba_load_options(cfg.tie_word_embeddings);
+    lo.progress = opt.progress;
+    load_params(ckpt, model.params(), lo);
     model.on_weights_loaded();
     return model;
 }

@@ -245,10 +245,10 @@ public:
 
     Embedding& embedding() { return embed_; }
     RMSNorm& final_norm() { return final_norm_; }
-    std::span<float> embed_tokens() { return embed_.weight(); }
+    std::span<float> embed_tokens() { return embed_.param("embed_tokens").data; }
     std::span<float> final_layernorm() { return final_norm_.weight(); }
     /// The head's weights [vocab, d_model] (embed_tokens when tied).
-    MatrixView<const float> lm_head() const { return head_.weight(); }
+    WeightView lm_head() const { return head_.weight(); }
 
 private:
     // Scratch of one caller (in its state's workspace): the residual rows, their normed copies, the
