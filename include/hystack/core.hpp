@@ -4,6 +4,7 @@
 #define HYSTACK_MODULE
 #endif
 #include "core/error.hpp"
+#include "core/layout.hpp"
 #include "core/view.hpp"
 #include "core/executor.hpp"
 #include "core/simd.hpp"

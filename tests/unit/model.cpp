@@ -128,6 +128,22 @@ TEST_CASE("params are exactly the tensors of a checkpoint HF's JambaForCausalLM 
     CHECK(ours == theirs);
 }
 
+TEST_CASE("on_weights_loaded derives what layers compute from their weights (Mamba's A = -exp(A_log))", "[model]") {
+    auto lm = tiny_model();  // randomized, then on_weights_loaded()
+    CausalLM raw(tiny_config());
+    auto from = lm.params(), to = raw.params();
+    REQUIRE(from.size() == to.size());
+    for (std::size_t i = 0; i < from.size(); ++i) std::copy(from[i].data.begin(), from[i].data.end(), to[i].data.begin());
+    SerialExecutor ex;
+    auto s1 = lm.make_state(16), s2 = raw.make_state(16), s3 = raw.make_state(16);
+    const auto ids = tokens(5);
+    const auto want = lm.prefill(ids, s1, ex);  // in s1's workspace: stays put while s2, s3 run
+    const auto stale = raw.prefill(ids, s2, ex);
+    CHECK_FALSE(same(want, stale));  // the same weights, but A still derived from the zero A_log
+    raw.on_weights_loaded();
+    CHECK(same(want, raw.prefill(ids, s3, ex)));
+}
+
 TEST_CASE("prefill, chunked prefill and steps agree; threads give identical results", "[model]") {
     auto lm = tiny_model();
     const auto ids = tokens(21);

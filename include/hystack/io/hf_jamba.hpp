@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "../core/error.hpp"
+#include "../core/layout.hpp"
 #include "json_file.hpp"
 
 namespace hystack::io {
@@ -61,14 +62,14 @@ struct JambaConfig {
 
     // HF's derived properties.
     /// layers_block_type[i] == "attention"
-    bool is_attention_layer(std::size_t i) const { return i % attn_layer_period == attn_layer_offset; }
+    bool is_attention_layer(std::size_t i) const { return periodic(i, attn_layer_period, attn_layer_offset); }
     /// layers_num_experts[i]: num_experts on MoE layers, 1 on dense ones.
     std::size_t layer_num_experts(std::size_t i) const {
-        return i % expert_layer_period == expert_layer_offset ? num_experts : 1;
+        return periodic(i, expert_layer_period, expert_layer_offset) ? num_experts : 1;
     }
     bool is_moe_layer(std::size_t i) const { return layer_num_experts(i) > 1; }
-    std::size_t head_dim() const { return hidden_size / num_attention_heads; }
-    std::size_t d_inner() const { return mamba_expand * hidden_size; }
+    std::size_t head_dim() const { return attention_head_dim(hidden_size, num_attention_heads); }
+    std::size_t d_inner() const { return mamba_d_inner(mamba_expand, hidden_size); }
 
     /// Throws hystack::error (prefixed with `source`) unless the values describe a buildable model.
     void validate(const std::string& source = "JambaConfig") const {
@@ -220,7 +221,7 @@ inline JambaConfig parse_jamba_config(std::string_view json_text, const std::str
     if (dt.is_string()) {
         check(dt.get_ref<const std::string&>() == "auto", source, ": mamba_dt_rank must be an integer or \"auto\", got ",
               dt.dump());
-        c.mamba_dt_rank = (c.hidden_size + 15) / 16;
+        c.mamba_dt_rank = mamba_dt_rank_auto(c.hidden_size);
     } else {
         c.mamba_dt_rank = detail::json_size(dt, "mamba_dt_rank", source);
     }

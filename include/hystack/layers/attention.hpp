@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "../core/error.hpp"
+#include "../core/layout.hpp"
 #include "../core/executor.hpp"
 #include "../core/param.hpp"
 #include "../core/view.hpp"
@@ -158,7 +159,7 @@ public:
         step(x, st, y, own_, serial);
     }
 
-    /// B independent sequences, one token each: x [B, d_model] -> y [B, d_model] (y may be x), states[b] for
+    /// n_seq independent sequences, one token each: x [n_seq, d_model] -> y [n_seq, d_model] (y may be x), states[b] for
     /// row b. Projections run batched; attention splits (sequence, key chunk) over threads.
     template <Executor Exec>
     void step_batch(MatrixView<const float> x, std::span<AttentionCache* const> states, MatrixView<float> y, Workspace& ws,
@@ -167,21 +168,21 @@ public:
         check_shape("AttentionLayer::step_batch: y", y, x.rows, cfg_.d_model);
         check(states.size() == x.rows, "AttentionLayer::step_batch: states: expected ", x.rows, " (one per row of x), got ",
               states.size());
-        const std::size_t B = x.rows;
-        for (std::size_t b = 0; b < B; ++b) {
+        const std::size_t n_seq = x.rows;
+        for (std::size_t b = 0; b < n_seq; ++b) {
             check(states[b] != nullptr, "AttentionLayer::step_batch: null state");
             check_state("AttentionLayer::step_batch", *states[b]);
             states[b]->check_append(1);
         }
-        if (B == 0) return;
+        if (n_seq == 0) return;
         Work& w = ws.get<Work>();
-        Views s = views(w, B);
+        Views s = views(w, n_seq);
         project(x, s, exec);
-        if (w.pos.size() < B) {
-            w.pos.resize(B);
-            w.kvs.resize(B);
+        if (w.pos.size() < n_seq) {
+            w.pos.resize(n_seq);
+            w.kvs.resize(n_seq);
         }
-        for (std::size_t b = 0; b < B; ++b) {
+        for (std::size_t b = 0; b < n_seq; ++b) {
             const std::size_t p = states[b]->length();
             if (cfg_.rope) {
                 kernels::rope(s.q.rows_slice(b, 1), cfg_.n_heads, cfg_.head_dim, p, cfg_.rope_theta);
@@ -191,9 +192,9 @@ public:
             w.kvs[b] = states[b]->view();
             w.kvs[b].add({p, 1, s.k.row(b), s.v.row(b), s.k.stride});
         }
-        kernels::attention_decode(MatrixView<const float>(s.q), std::span<const std::size_t>(w.pos.data(), B),
-                                  std::span<const kernels::KVView>(w.kvs.data(), B), s.att, dims(), w.kernel, exec);
-        for (std::size_t b = 0; b < B; ++b) states[b]->append(s.k.rows_slice(b, 1), s.v.rows_slice(b, 1));
+        kernels::attention_decode(MatrixView<const float>(s.q), std::span<const std::size_t>(w.pos.data(), n_seq),
+                                  std::span<const kernels::KVView>(w.kvs.data(), n_seq), s.att, dims(), w.kernel, exec);
+        for (std::size_t b = 0; b < n_seq; ++b) states[b]->append(s.k.rows_slice(b, 1), s.v.rows_slice(b, 1));
         kernels::project(s.att, o_w_.view(), o_b_.span(), y, exec);
     }
     template <Executor Exec>
@@ -213,7 +214,7 @@ private:
         if (c.head_dim == 0) {
             check(c.d_model % c.n_heads == 0, "AttentionLayer: d_model (", c.d_model, ") is not a multiple of n_heads (", c.n_heads,
                   "); give head_dim");
-            c.head_dim = c.d_model / c.n_heads;
+            c.head_dim = attention_head_dim(c.d_model, c.n_heads);
         }
         check(c.n_heads % c.n_kv_heads == 0, "AttentionLayer: n_heads (", c.n_heads, ") must be a multiple of n_kv_heads (",
               c.n_kv_heads, ")");

@@ -223,7 +223,7 @@ public:
         step(x, st, y, own_, serial);
     }
 
-    /// B independent sequences, one token each: x [B, d_model] -> y [B, d_model], states[b] for row b.
+    /// n_seq independent sequences, one token each: x [n_seq, d_model] -> y [n_seq, d_model], states[b] for row b.
     /// Projections run batched (weights read once for all B); conv and scan per sequence. No allocation once
     /// warmed up with a batch at least this large.
     template <Executor Exec>
@@ -237,15 +237,15 @@ public:
             check(states[b] != nullptr, "MambaMixer::step_batch: states[", b, "] is null");
             check_state("MambaMixer::step_batch", *states[b]);
         }
-        const std::size_t Bn = x.rows;
-        if (Bn == 0) return;
-        Scratch s = scratch(ws, Bn);
+        const std::size_t n_seq = x.rows;
+        if (n_seq == 0) return;
+        Scratch s = scratch(ws, n_seq);
         kernels::project(x, in_proj_w_.view(), in_proj_b_.span(), s.xz, exec);
         auto conv_one = [&](std::size_t b, auto& ex) {
             kernels::causal_conv1d_step(std::span<const float>(s.xz.row(b), cfg_.d_inner), conv_weight(), conv_b_.span(),
                                         states[b]->conv(), s.xc.row_span(b), ex);
         };
-        per_sequence(Bn, exec, conv_one);
+        per_sequence(n_seq, exec, conv_one);
         finish_rows(s, exec);
         const std::size_t di = cfg_.d_inner, N = cfg_.d_state, R = cfg_.dt_rank;
         auto scan_one = [&](std::size_t b, auto& ex) {
@@ -256,7 +256,7 @@ public:
                                          std::span<const float>(s.xz.row(b) + di, di), states[b]->ssm(),
                                          s.y.row_span(b), ex);
         };
-        per_sequence(Bn, exec, scan_one);
+        per_sequence(n_seq, exec, scan_one);
         kernels::project(s.y, out_proj_w_.view(), out_proj_b_.span(), y, exec);
     }
 

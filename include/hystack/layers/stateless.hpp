@@ -12,7 +12,7 @@
 namespace hystack {
 
 /// The convenience entry points of a layer without per-sequence state (SwiGLU, SparseMoE) used on its
-/// own: prefill, step (a prefill of one row) and step_batch (a prefill of B independent rows), all
+/// own: prefill, step (a prefill of one row) and step_batch (a prefill of n_seq independent rows), all
 /// through the layer's own workspace, so such a layer object serves one caller at a time. Derived
 /// (CRTP) provides the shared, const path `forward(x [L, d_model], y [L, d_model], Workspace&, exec)`,
 /// `config().d_model` and `static constexpr const char* name`; a stack calls forward with the
@@ -43,7 +43,7 @@ public:
         step(x, y, serial);
     }
 
-    /// B independent tokens: x, y [B, d_model] (the same as prefill: no state).
+    /// n_seq independent tokens: x, y [n_seq, d_model] (the same as prefill: no state).
     template <Executor Exec>
     void step_batch(MatrixView<const float> x, MatrixView<float> y, Exec& exec) {
         prefill(x, y, exec);

@@ -153,25 +153,25 @@ public:
         return step_batch(std::span<const token_id>(&id, 1), std::span<State* const>(one, 1), exec).row_span(0);
     }
 
-    /// One token for each of B independent sequences: ids [B], states [B]; returns logits [B, vocab]
+    /// One token for each of n_seq independent sequences: ids [n_seq], states [n_seq]; returns logits [n_seq, vocab]
     /// (scratch from states[0]'s workspace).
     template <Executor Exec>
     MatrixView<const float> step_batch(std::span<const token_id> ids, std::span<State* const> states, Exec& exec) const {
         check(ids.size() == states.size(), "CausalLM::step_batch: ", ids.size(), " ids for ", states.size(), " states");
-        const std::size_t B = ids.size(), d = d_model();
-        if (B == 0) return {};
+        const std::size_t n_seq = ids.size(), d = d_model();
+        if (n_seq == 0) return {};
         check(states[0] != nullptr, "CausalLM::step_batch: null state");
         Work& w = work(*states[0]);
-        MatrixView<float> x(w.x.get(B * d), B, d);
-        for (std::size_t b = 0; b < B; ++b) embed_.lookup(ids[b], x.row(b), "CausalLM");
+        MatrixView<float> x(w.x.get(n_seq * d), n_seq, d);
+        for (std::size_t b = 0; b < n_seq; ++b) embed_.lookup(ids[b], x.row(b), "CausalLM");
         stack_.step_batch(x, states, exec);
-        MatrixView<float> h(w.h.get(B * d), B, d);
-        for (std::size_t b = 0; b < B; ++b) final_norm_.row(x.row(b), h.row(b));
-        for (std::size_t b = 0; b < B; ++b) {  // each sequence's last hidden, in its own workspace
+        MatrixView<float> h(w.h.get(n_seq * d), n_seq, d);
+        for (std::size_t b = 0; b < n_seq; ++b) final_norm_.row(x.row(b), h.row(b));
+        for (std::size_t b = 0; b < n_seq; ++b) {  // each sequence's last hidden, in its own workspace
             Work& wb = b ? work(*states[b]) : w;
             std::copy(h.row(b), h.row(b) + d, wb.hidden.data());
         }
-        MatrixView<float> logits(w.logits.get(B * vocab_size()), B, vocab_size());
+        MatrixView<float> logits(w.logits.get(n_seq * vocab_size()), n_seq, vocab_size());
         head_.forward(MatrixView<const float>(h), logits, exec);
         return logits;
     }

@@ -6,6 +6,7 @@
 #include <cstddef>
 
 #include "../core/error.hpp"
+#include "../core/layout.hpp"
 #include "schedule.hpp"
 
 namespace hystack {
@@ -44,9 +45,9 @@ struct StackConfig {
     std::size_t attn_layer_period = 0;  // attn_layer_period
     std::size_t attn_layer_offset = 0;  // attn_layer_offset
 
-    std::size_t d_inner() const { return mamba_expand * d_model; }
-    std::size_t dt_rank() const { return mamba_dt_rank ? mamba_dt_rank : (d_model + 15) / 16; }
-    std::size_t head_dim() const { return num_attention_heads ? d_model / num_attention_heads : 0; }
+    std::size_t d_inner() const { return mamba_d_inner(mamba_expand, d_model); }
+    std::size_t dt_rank() const { return mamba_dt_rank ? mamba_dt_rank : mamba_dt_rank_auto(d_model); }
+    std::size_t head_dim() const { return attention_head_dim(d_model, num_attention_heads); }
     FeedForwardSchedule ff_schedule() const { return {expert_layer_period, expert_layer_offset, num_experts}; }
 
     /// Throws hystack::error naming the first inconsistent field.

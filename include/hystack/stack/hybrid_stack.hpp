@@ -155,7 +155,7 @@ public:
     std::size_t kv_bytes_per_layer(std::size_t context_length) const {
         const std::size_t heads = cfg_.num_attention_heads ? cfg_.num_attention_heads : 1;
         const std::size_t kv_heads = cfg_.num_key_value_heads ? cfg_.num_key_value_heads : heads;
-        const std::size_t head_dim = cfg_.d_model / heads;  // cfg_.head_dim(), 1 head when the config has none
+        const std::size_t head_dim = attention_head_dim(cfg_.d_model, heads);
         return cfg_.sliding_window ? WindowKVCache::bytes_for(cfg_.sliding_window, kv_heads, head_dim)
                                    : KVCache::bytes_for(context_length, kv_heads, head_dim);
     }
@@ -180,7 +180,7 @@ public:
         step_batch(MatrixView<float>(x.data(), 1, x.size()), std::span<State* const>(one, 1), exec);
     }
 
-    /// One token for each of B independent sequences: x [B, d_model] (row b belongs to states[b]).
+    /// One token for each of n_seq independent sequences: x [n_seq, d_model] (row b belongs to states[b]).
     /// Scratch comes from states[0]'s workspace.
     template <Executor Exec>
     void step_batch(MatrixView<float> x, std::span<State* const> states, Exec& exec) const {
@@ -189,14 +189,14 @@ public:
             check(s != nullptr, "Stack::step_batch: null state");
             check_state(*s, "Stack::step_batch");
         }
-        const std::size_t B = x.rows;
-        if (B == 0) return;
+        const std::size_t n_seq = x.rows;
+        if (n_seq == 0) return;
         auto& ptrs = states[0]->ws_.get<BatchPointers>().v;
-        if (ptrs.size() < B) ptrs.resize(B);  // grow only: no allocation once warm
+        if (ptrs.size() < n_seq) ptrs.resize(n_seq);  // grow only: no allocation once warm
         run(x, states[0]->ws_, exec, [&](const Block& b, std::size_t i, MatrixView<const float> h, MatrixView<float> y,
                                          Workspace& ws, ExecutorRef ex) {
-            for (std::size_t s = 0; s < B; ++s) ptrs[s] = states[s]->layers_[i].get();
-            b.mixer->step_batch(h, std::span<LayerState* const>(ptrs.data(), B), y, ws, ex);
+            for (std::size_t s = 0; s < n_seq; ++s) ptrs[s] = states[s]->layers_[i].get();
+            b.mixer->step_batch(h, std::span<LayerState* const>(ptrs.data(), n_seq), y, ws, ex);
         });
         for (auto* s : states) s->tokens_ += 1;
     }

@@ -12,7 +12,7 @@
 //   ParamList params();                      HF names relative to the layer's module
 //   State make_state(std::size_t max_context) const;   (or make_state() for a state of fixed size)
 //   void prefill(x [L, d], State&, y [L, d], Workspace&, ExecutorRef&) const;
-//   void step_batch(x [B, d], std::span<State* const>, y [B, d], Workspace&, ExecutorRef&) const;
+//   void step_batch(x [n_seq, d], std::span<State* const>, y [n_seq, d], Workspace&, ExecutorRef&) const;
 //   optional: void on_weights_loaded();  std::size_t state_bytes(std::size_t context) const;
 //             static constexpr bool caches_tokens  (state grows with the context, as a KV cache)
 // Feed-forward layer contract (L): ParamList params();
@@ -90,7 +90,7 @@ public:
     /// x [L, d_model] -> y [L, d_model], continuing the sequence in st.
     virtual void prefill(MatrixView<const float> x, LayerState& st, MatrixView<float> y, Workspace& ws,
                          ExecutorRef exec) const = 0;
-    /// One token for each of B sequences: x, y [B, d_model], states[b] for row b.
+    /// One token for each of n_seq sequences: x, y [n_seq, d_model], states[b] for row b.
     virtual void step_batch(MatrixView<const float> x, std::span<LayerState* const> states, MatrixView<float> y,
                             Workspace& ws, ExecutorRef exec) const = 0;
 };

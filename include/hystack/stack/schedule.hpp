@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "../core/error.hpp"
+#include "../core/layout.hpp"
 
 namespace hystack {
 
@@ -35,12 +36,6 @@ inline const char* kind_name(MixerKind k) { return k == MixerKind::attention ? k
 inline const char* kind_name(FeedForwardKind k) { return k == FeedForwardKind::moe ? kinds::moe : kinds::dense; }
 inline const char* to_string(MixerKind k) { return k == MixerKind::attention ? "attention" : "mamba"; }
 inline const char* to_string(FeedForwardKind k) { return k == FeedForwardKind::moe ? "moe" : "dense"; }
-
-/// HF's periodic placement rule (attention and expert layers of Jamba): layer i is chosen when
-/// i % period == offset; period 0 chooses none.
-constexpr bool periodic(std::size_t layer, std::size_t period, std::size_t offset) {
-    return period != 0 && layer % period == offset;
-}
 
 /// The kind of one block: its token mixer and its feed-forward, by kind name (see KindRegistry);
 /// an empty name means the block has none (Nemotron-H's pattern gives single sub-layers).
