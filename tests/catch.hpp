@@ -29,6 +29,14 @@ std::string error_of(F&& f) {
     return "<no hystack::error thrown>";
 }
 
+/// Checks that the expression throws a hystack::error whose message contains `sub`.
+#define CHECK_ERROR(sub, ...)                                            \
+    do {                                                                 \
+        const std::string msg_ = error_of([&] { (void)(__VA_ARGS__); }); \
+        INFO(msg_);                                                      \
+        CHECK(msg_.find(sub) != std::string::npos);                      \
+    } while (0)
+
 /// max over i of |got[i] - want[i]| / (atol + rtol |want[i]|), NaN counting as infinite: <= 1 passes.
 inline double excess(std::span<const float> got, std::span<const float> want, double atol, double rtol) {
     REQUIRE(got.size() == want.size());

@@ -84,12 +84,6 @@ std::string tiny_config_json(bool tied = false, int attn_offset = 4, int hidden 
 }
 }  // namespace
 
-#define CHECK_ERROR(sub, ...)                                            \
-    do {                                                                 \
-        const std::string msg_ = error_of([&] { (void)(__VA_ARGS__); }); \
-        INFO(msg_);                                                      \
-        CHECK(msg_.find(sub) != std::string::npos);                      \
-    } while (0)
 
 TEST_CASE("params are the HF checkpoint's names and shapes", "[model]") {
     for (bool tied : {false, true}) {

@@ -51,12 +51,6 @@ bool same(std::span<const float> a, std::span<const float> b) {
 std::vector<float> copy(std::span<const float> s) { return {s.begin(), s.end()}; }
 }  // namespace
 
-#define CHECK_ERROR(sub, ...)                                            \
-    do {                                                                 \
-        const std::string msg_ = error_of([&] { (void)(__VA_ARGS__); }); \
-        INFO(msg_);                                                      \
-        CHECK(msg_.find(sub) != std::string::npos);                      \
-    } while (0)
 
 TEST_CASE("a copied state forks the sequence after a shared prompt", "[persistence]") {
     auto lm = model();

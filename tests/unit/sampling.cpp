@@ -11,12 +11,6 @@ using namespace hystack;
 
 namespace {
 }  // namespace
-#define CHECK_ERROR(sub, ...)                                           \
-    do {                                                                \
-        const std::string msg_ = error_of([&] { (void)(__VA_ARGS__); }); \
-        INFO(msg_);                                                     \
-        CHECK(msg_.find(sub) != std::string::npos);                     \
-    } while (0)
 
 TEST_CASE("greedy picks the argmax, lowest id on ties, ignoring NaN", "[sampling]") {
     Sampler s(SamplingParams::greedy());

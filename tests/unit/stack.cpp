@@ -34,12 +34,6 @@ bool same(std::span<const float> a, std::span<const float> b) {
     return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size_bytes()) == 0;
 }
 }  // namespace
-#define CHECK_ERROR(sub, ...)                                           \
-    do {                                                                \
-        const std::string msg_ = error_of([&] { (void)(__VA_ARGS__); }); \
-        INFO(msg_);                                                     \
-        CHECK(msg_.find(sub) != std::string::npos);                     \
-    } while (0)
 
 // --- compile-time ratios -------------------------------------------------------------------------
 using R18 = RatioSchedule<std::ratio<1, 8>>;
