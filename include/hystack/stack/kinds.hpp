@@ -113,13 +113,13 @@ struct StatePointers {  // a batch's typed state pointers, grow-only
 };
 }  // namespace detail
 
-/// Adapts a mixer layer type L (see the contract above) to Mixer.
-template <class L>
-class MixerOf final : public Mixer {
+namespace detail {
+/// What both adapters share: the kind's name, the layer, its parameters and weight notification.
+template <class Interface, class L>
+class LayerAdapter : public Interface {
 public:
-    using State = typename L::State;
     template <class... Args>
-    explicit MixerOf(std::string kind, Args&&... args) : kind_(std::move(kind)), layer_(std::forward<Args>(args)...) {}
+    explicit LayerAdapter(std::string kind, Args&&... args) : kind_(std::move(kind)), layer_(std::forward<Args>(args)...) {}
 
     L& layer() { return layer_; }
     const L& layer() const { return layer_; }
@@ -129,6 +129,24 @@ public:
     void on_weights_loaded() override {
         if constexpr (requires(L& l) { l.on_weights_loaded(); }) layer_.on_weights_loaded();
     }
+
+protected:
+    std::string kind_;
+    L layer_;
+};
+}  // namespace detail
+
+/// Adapts a mixer layer type L (see the contract above) to Mixer.
+template <class L>
+class MixerOf final : public detail::LayerAdapter<Mixer, L> {
+    using Base = detail::LayerAdapter<Mixer, L>;
+    using Base::kind_;
+    using Base::layer_;
+
+public:
+    using State = typename L::State;
+    using Base::Base;
+
     std::unique_ptr<LayerState> make_state(std::size_t max_context) const override {
         if constexpr (requires(const L& l) { l.make_state(max_context); })
             return std::make_unique<StateOf<State>>(kind_, layer_.make_state(max_context));
@@ -169,33 +187,20 @@ private:
             fail(kind_, ": given a '", s.kind(), "' state (make states with the stack's make_state)");
         return p->get();
     }
-
-    std::string kind_;
-    L layer_;
 };
 
 /// Adapts a feed-forward layer type L (see the contract above) to FeedForward.
 template <class L>
-class FeedForwardOf final : public FeedForward {
+class FeedForwardOf final : public detail::LayerAdapter<FeedForward, L> {
+    using Base = detail::LayerAdapter<FeedForward, L>;
+    using Base::layer_;
+
 public:
-    template <class... Args>
-    explicit FeedForwardOf(std::string kind, Args&&... args) : kind_(std::move(kind)), layer_(std::forward<Args>(args)...) {}
+    using Base::Base;
 
-    L& layer() { return layer_; }
-    const L& layer() const { return layer_; }
-
-    const std::string& kind() const override { return kind_; }
-    ParamList params() override { return layer_.params(); }
-    void on_weights_loaded() override {
-        if constexpr (requires(L& l) { l.on_weights_loaded(); }) layer_.on_weights_loaded();
-    }
     void forward(MatrixView<const float> x, MatrixView<float> y, Workspace& ws, ExecutorRef exec) const override {
         layer_.forward(x, y, ws, exec);
     }
-
-private:
-    std::string kind_;
-    L layer_;
 };
 
 /// The layer kinds a stack can build, by name. Each kind has a factory (config, layer index) and
