@@ -295,10 +295,10 @@ inline void softmax_tile(float* St, std::size_t nk, bool mask, double rj0, const
                 B s = simd::load_aligned<Arch>(St + k * RS + rb * Wd);
                 s = xsimd::select((rj > pl) || ((pl - rj) >= wf), ninf, s);
                 simd::store<Arch>(St + k * RS + rb * Wd, s);
-                mx = xsimd::max(mx, s);
+                mx = simd::max<Arch>(mx, s);
             }
         } else {
-            for (std::size_t k = 0; k < nk; ++k) mx = xsimd::max(mx, simd::load_aligned<Arch>(St + k * RS + rb * Wd));
+            for (std::size_t k = 0; k < nk; ++k) mx = simd::max<Arch>(mx, simd::load_aligned<Arch>(St + k * RS + rb * Wd));
         }
         // A row with no visible key so far keeps m = -inf; subtract 0 instead so exp gives 0, not NaN.
         const B msafe = xsimd::select(mx == ninf, zero, mx);
@@ -520,7 +520,7 @@ inline void dot_softmax(const float* qs, std::size_t h0, std::size_t r0, const f
     for (int r = 0; r < RG; ++r) {
         const std::size_t h = h0 + r0 + r;
         B mx = sc[r][0];
-        for (std::size_t v = 1; v < NV; ++v) mx = xsimd::max(mx, sc[r][v]);
+        for (std::size_t v = 1; v < NV; ++v) mx = simd::max<Arch>(mx, sc[r][v]);
         const float mn = std::max(m[h], simd::reduce_max<Arch>(mx));  // finite: the block has a valid key
         B sum(0.0f);
         for (std::size_t v = 0; v < NV; ++v) {
