@@ -78,6 +78,8 @@ inline __m512i shift_left(__m512i a) { return _mm512_mask_slli_epi32(a, all16, a
 template <unsigned N>
 inline __m512i shift_right(__m512i a) { return _mm512_mask_srai_epi32(a, all16, a, N); }
 inline __m512 scalef(__m512 x, __m512 n) { return _mm512_mask_scalef_ps(x, all16, x, n); }
+/// Lanes of a where m is set, else of b.
+inline __m512i blend(__mmask16 m, __m512i a, __m512i b) { return _mm512_mask_blend_epi32(m, b, a); }
 /// vshuff32x4: 128-bit blocks 0-1 of the result from a, 2-3 from b, chosen by Imm.
 template <int Imm>
 inline __m512 shuffle_f32x4(__m512 a, __m512 b) { return _mm512_mask_shuffle_f32x4(a, all16, a, b, Imm); }
@@ -238,6 +240,16 @@ inline xsimd::batch_bool<std::int32_t, Arch> mask_to_int(const xsimd::batch_bool
 template <class Arch>
 inline batch<Arch> select(const xsimd::batch_bool<float, Arch>& m, const batch<Arch>& a, const batch<Arch>& b) {
     return xsimd::select(m, a, b);
+}
+/// Lane-wise a if m else b, for int32 lanes. On AVX-512 one vpblendmd: xsimd 8.1's integer select
+/// there also instantiates its 8- and 16-bit blends, GCC macros at -O0 that cannot take a batch.
+template <class Arch>
+inline ibatch<Arch> select(const xsimd::batch_bool<std::int32_t, Arch>& m, const ibatch<Arch>& a, const ibatch<Arch>& b) {
+#if defined(__AVX512F__)
+    if constexpr (is_avx512<Arch>) return ibatch<Arch>(avx512::blend(__mmask16(m), a, b));
+    else
+#endif
+        return xsimd::select(m, a, b);
 }
 /// Whether every lane of m is set.
 template <class Arch>
