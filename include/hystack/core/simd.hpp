@@ -214,7 +214,7 @@ inline batch<Arch> as_float(const ibatch<Arch>& v) {
     return xsimd::bitwise_cast<float>(v);
 #endif
 }
-/// Value conversions (round-to-nearest for float -> int is not implied: truncates).
+/// Float -> int32 lanes, truncating (not rounding).
 template <class Arch>
 inline ibatch<Arch> to_int(const batch<Arch>& v) {
 #if defined(__AVX512F__)
@@ -223,8 +223,6 @@ inline ibatch<Arch> to_int(const batch<Arch>& v) {
 #endif
         return xsimd::batch_cast<std::int32_t>(v);
 }
-template <class Arch>
-inline batch<Arch> to_float(const ibatch<Arch>& v) { return xsimd::batch_cast<float>(v); }
 
 /// Converts a float-lane mask to an int32-lane mask (bool_cast became batch_bool_cast in xsimd 9).
 template <class Arch>
@@ -406,14 +404,6 @@ inline void stream_fence() {
 #if defined(__SSE__)
     _mm_sfence();
 #endif
-}
-
-/// A mask with the first n (< width) lanes set, for loop tails.
-template <class Arch>
-inline xsimd::batch_bool<float, Arch> first_n(std::size_t n) {
-    alignas(64) float idx[batch<Arch>::size];
-    for (std::size_t i = 0; i < batch<Arch>::size; ++i) idx[i] = float(i);
-    return batch<Arch>::load_unaligned(idx) < batch<Arch>(float(n));
 }
 #endif
 
