@@ -26,7 +26,7 @@ static void BM_fma_peak(benchmark::State& state) {
     auto& ex = bench::pool(threads);
     for (auto _ : state) {
         float r[64] = {};
-        ex.parallel_for(threads, 1, [&](std::size_t b, std::size_t, std::size_t c) { r[c] = bench::fma_chains(iters); });
+        ex.parallel_for(threads, 1, [&](std::size_t, std::size_t, std::size_t c) { r[c] = bench::fma_chains(iters); });
         benchmark::DoNotOptimize(r);
     }
     bench::set_flops(state, 2.0 * 12 * simd::width<> * double(iters) * double(threads));

@@ -48,6 +48,19 @@ struct Report {
     void fail(const std::string& msg) { failures.push_back(msg); }
 };
 
+/// "[b]" then suffix when a file holds more than one sequence, else "": names sequence b in messages.
+/// (Appended piece by piece: GCC 12 misreads `"[" + std::to_string(b)` as an overlapping memcpy, -Wrestrict.)
+inline std::string batch_tag(std::size_t batch, std::size_t b, const char* suffix = "") {
+    std::string tag;
+    if (batch > 1) {
+        tag = "[";
+        tag += std::to_string(b);
+        tag += "]";
+        tag += suffix;
+    }
+    return tag;
+}
+
 using Checker = std::function<void(const File&, Report&)>;
 std::map<std::string, Checker>& registry();
 

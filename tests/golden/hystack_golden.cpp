@@ -1,5 +1,7 @@
 // hystack_golden DIR...: checks every golden file of a known kind under the given directories,
-// prints one line per file and a closing "N passed, M failed", exits non-zero on any failure.
+// prints one line per file and a closing "N passed, M failed", exits non-zero on any failure and when
+// an argument (directory or file) holds no case it can run: a wrong path or an emptied data folder
+// must not pass as "0 passed, 0 failed".
 #include "golden.hpp"
 
 #include <algorithm>
@@ -83,14 +85,15 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "usage: hystack_golden DIR [DIR...]\n");
         return 2;
     }
-    std::vector<fs::path> files;
+    // (file, index of the argument it came from)
+    std::vector<std::pair<fs::path, int>> files;
     for (int a = 1; a < argc; ++a) {
         fs::path p(argv[a]);
         if (fs::is_regular_file(p)) {
-            files.push_back(p);
+            files.emplace_back(p, a);
         } else if (fs::is_directory(p)) {
             for (auto& e : fs::recursive_directory_iterator(p))
-                if (e.is_regular_file() && e.path().extension() == ".safetensors") files.push_back(e.path());
+                if (e.is_regular_file() && e.path().extension() == ".safetensors") files.emplace_back(e.path(), a);
         } else {
             std::fprintf(stderr, "hystack_golden: %s: no such file or directory\n", argv[a]);
             return 2;
@@ -98,7 +101,8 @@ int main(int argc, char** argv) {
     }
     std::sort(files.begin(), files.end());
     int passed = 0, failed = 0;
-    for (const auto& path : files) {
+    std::vector<int> cases(std::size_t(argc), 0);  // cases run (passed or failed) per argument
+    for (const auto& [path, arg] : files) {
         std::string kind;
         try {
             hystack::io::SafetensorsFile st(path.string());
@@ -108,6 +112,7 @@ int main(int argc, char** argv) {
         } catch (const std::exception& e) {
             std::printf("FAIL %s: %s\n", path.string().c_str(), e.what());
             ++failed;
+            ++cases[std::size_t(arg)];
             continue;
         }
         auto checker = golden::registry().find(kind);
@@ -115,6 +120,7 @@ int main(int argc, char** argv) {
             std::printf("note: skipping %s: unknown kind '%s'\n", path.string().c_str(), kind.c_str());
             continue;
         }
+        ++cases[std::size_t(arg)];
         golden::Report report;
         try {
             checker->second(golden::load(path), report);
@@ -133,5 +139,12 @@ int main(int argc, char** argv) {
         }
     }
     std::printf("%d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    bool empty = false;
+    for (int a = 1; a < argc; ++a) {
+        if (cases[std::size_t(a)] == 0) {
+            std::printf("FAIL %s: no golden case of a known kind\n", argv[a]);
+            empty = true;
+        }
+    }
+    return failed || empty ? 1 : 0;
 }

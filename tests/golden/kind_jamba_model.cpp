@@ -87,10 +87,10 @@ void check(const golden::File& f, golden::Report& rep) {
     if (f.meta.count("layers_num_experts")) {
         const std::string& ne = f.meta.at("layers_num_experts");
         std::string ours;
-        for (std::size_t i = 0; i < lm.schedule().size(); ++i)
-            ours += (i ? "," : "") + std::to_string(lm.schedule()[i].ff == hystack::kinds::moe
-                                                       ? lm.config().stack.num_experts
-                                                       : 1);
+        for (std::size_t i = 0; i < lm.schedule().size(); ++i) {
+            if (i) ours += ',';  // appended: GCC 12 misreads "," + std::to_string(...) (-Wrestrict)
+            ours += std::to_string(lm.schedule()[i].ff == hystack::kinds::moe ? lm.config().stack.num_experts : 1);
+        }
         if (ours != ne) rep.fail("schedule: metadata layers_num_experts " + ne + ", model " + ours);
     }
     hystack::SerialExecutor serial;

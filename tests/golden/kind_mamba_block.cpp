@@ -84,7 +84,7 @@ void check(const golden::File& f, golden::Report& rep) {
     std::vector<MambaState> states;
     std::vector<std::vector<float>> seqs;
     for (std::size_t b = 0; b < batch; ++b) {
-        const std::string tag = batch > 1 ? "[" + std::to_string(b) + "] " : "";
+        const std::string tag = golden::batch_tag(batch, b, " ");
         MambaState st = m.make_state();
         Matrix<float> out(L, dm);
         m.prefill(slice(input, b), st, out.view());

@@ -35,7 +35,7 @@ void check(const golden::File& f, golden::Report& rep) {
     std::span<const float> D = f.at("D").data, bias = f.at("delta_bias").data;
     hystack::ThreadPool pool(2);
     for (std::size_t b = 0; b < batch; ++b) {
-        const std::string tag = batch > 1 ? "[" + std::to_string(b) + "]" : "";
+        const std::string tag = golden::batch_tag(batch, b);
         auto uu = transposed(u, b), delta = transposed(f.at("delta"), b), z = transposed(f.at("z"), b);
         auto B = transposed(f.at("B"), b), C = transposed(f.at("C"), b);
         std::span<const float> want_out(f.at("out").data.data() + b * d * L, d * L);

@@ -3,6 +3,7 @@
 // extreme values; bit-identical results for 1 and 2 threads and for a row alone vs in a batch.
 #include <hystack/kernels.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -200,4 +201,42 @@ TEST_CASE("linear rejects bad shapes", "[linear]") {
     Matrix<float> Wu(6, 8), h(3, 5);
     CHECK_THROWS_AS(kernels::linear_swiglu(x, W, Wu, h), error);
     CHECK_THROWS_AS(kernels::linear_swiglu(x, W, W, ybad), error);
+}
+
+TEST_CASE("linear_swiglu matches its scalar reference on odd sizes, 0 and 1 included", "[linear]") {
+    // Sizes off the SIMD widths (4, 8, 16) and the tile (3 x 8): every vector body, tail and tile edge.
+    // Both sides sum in float in different orders; the bound is what those orders can differ by.
+    ThreadPool pool2(2);
+    unsigned seed = 300;
+    for (std::size_t L : {0, 1, 2, 5, 19})
+        for (std::size_t H : {0, 1, 3, 13})
+            for (std::size_t in : {0, 1, 7, 17, 33, 101}) {
+                INFO("L " << L << " H " << H << " in " << in);
+                auto x = random_matrix(L, in, seed++);
+                auto Wg = random_matrix(H, in, seed++);
+                auto Wu = random_matrix(H, in, seed++);
+                Matrix<float> h(L, H), h2(L, H), ref(L, H);
+                kernels::linear_swiglu(x, Wg, Wu, h.view());
+                kernels::linear_swiglu(x, Wg, Wu, h2.view(), pool2);
+                kernels::linear_swiglu_reference(x, Wg, Wu, ref.view());
+                CHECK(same_bits(h, h2));
+                const double e = 2 * 6e-8 * double(in + 2);  // |g - exact| <= e sum|x Wg|, same for u
+                double worst = 0;  // largest |h - ref| / tol
+                for (std::size_t m = 0; m < L; ++m)
+                    for (std::size_t n = 0; n < H; ++n) {
+                        double g = 0, mg = 0, u = 0, mu = 0;
+                        for (std::size_t k = 0; k < in; ++k) {
+                            g += double(x(m, k)) * Wg(n, k);
+                            mg += std::fabs(double(x(m, k)) * Wg(n, k));
+                            u += double(x(m, k)) * Wu(n, k);
+                            mu += std::fabs(double(x(m, k)) * Wu(n, k));
+                        }
+                        // silu' <= 1.1 and |silu(g)| <= |g|; 1e-6 relative for the two exps
+                        const double tol = e * (1.1 * mg * (std::fabs(u) + e * mu) + std::fabs(g) * mu) +
+                                           1e-6 * std::fabs(ref(m, n)) + 1e-30;
+                        const double r = std::fabs(double(h(m, n)) - ref(m, n)) / tol;
+                        worst = std::isnan(r) ? INFINITY : std::max(worst, r);
+                    }
+                CHECK(worst <= 1.0);
+            }
 }

@@ -72,10 +72,10 @@ inline void narrow(std::span<const float> src, std::span<bf16> dst) {
     for (; i + W <= src.size(); i += W) {
         const auto x = simd::load<Arch>(src.data() + i);
         const I u = simd::as_int<Arch>(x);
-        const I lsb = (u >> 16) & I(1);  // arithmetic shift is fine: we keep only bit 0
+        const I lsb = simd::shift_right<16>(u) & I(1);  // arithmetic shift is fine: we keep only bit 0
         const I rounded = u + I(0x7fff) + lsb;
         const I nan = (u | I(0x00400000));
-        const I r = xsimd::select(simd::mask_to_int<Arch>(xsimd::isnan(x)), nan, rounded);
+        const I r = simd::select<Arch>(simd::mask_to_int<Arch>(simd::isnan<Arch>(x)), nan, rounded);
         r.store_aligned(tmp);
         for (std::size_t j = 0; j < W; ++j) dst[i + j].bits = std::uint16_t(std::uint32_t(tmp[j]) >> 16);
     }

@@ -95,18 +95,19 @@ inline simd::batch<Arch> exp(const simd::batch<Arch>& x) {
     using I = simd::ibatch<Arch>;
     // Fast path (all lanes give a normal result, 2^n fits one exponent field): one scale, no selects.
     // Lanes that underflow to denormals, overflow, or are NaN take the two-factor path below.
-    const bool normal = xsimd::all(x >= B(-87.3f) && x <= B(88.3f));
-    const B xc = normal ? x : xsimd::min(xsimd::max(x, B(exp_lo)), B(exp_hi));
+    const bool normal = simd::all<Arch>(x >= B(-87.3f) && x <= B(88.3f));
+    const B xc = normal ? x : simd::min<Arch>(simd::max<Arch>(x, B(exp_lo)), B(exp_hi));
     B n;
     const B p = exp_reduced<Arch>(xc, n);
     const I ni = simd::to_int<Arch>(n);
-    if (normal) return p * simd::as_float<Arch>((ni + I(127)) << 23);
-    const I n1 = ni >> 1;
+    if (normal) return p * simd::as_float<Arch>(simd::shift_left<23>(ni + I(127)));
+    const I n1 = simd::shift_right<1>(ni);
     const I n2 = ni - n1;
-    B y = p * simd::as_float<Arch>((n1 + I(127)) << 23) * simd::as_float<Arch>((n2 + I(127)) << 23);
-    y = xsimd::select(x < B(exp_lo), B(0.0f), y);
-    y = xsimd::select(x >= B(exp_hi), B(std::numeric_limits<float>::infinity()), y);
-    return xsimd::select(xsimd::isnan(x), x, y);
+    B y = p * simd::as_float<Arch>(simd::shift_left<23>(n1 + I(127))) *
+          simd::as_float<Arch>(simd::shift_left<23>(n2 + I(127)));
+    y = simd::select<Arch>(x < B(exp_lo), B(0.0f), y);
+    y = simd::select<Arch>(x >= B(exp_hi), B(std::numeric_limits<float>::infinity()), y);
+    return simd::select<Arch>(simd::isnan<Arch>(x), x, y);
 }
 /// exp(x) without the NaN and range selects, for the decay exp(dt * A) of the selective scan (A <= 0,
 /// dt >= 0: x <= 0). Equals exp(x) for x <= exp_hi (not NaN), except just below exp_lo (-103.97), where it
@@ -118,7 +119,7 @@ inline simd::batch<Arch> exp_nonpos(const simd::batch<Arch>& x) {
     using B = simd::batch<Arch>;
     if constexpr (simd::has_scalef<Arch>) {
         // -inf -> a finite argument whose exp rounds to 0
-        const B xc = xsimd::max(x, B(-127.0f));
+        const B xc = simd::max<Arch>(x, B(-127.0f));
         B n;
         const B p = exp_reduced<Arch>(xc, n);
         return simd::scalef<Arch>(p, n);
@@ -136,13 +137,13 @@ template <class Arch>
 inline simd::batch<Arch> silu(const simd::batch<Arch>& x) {
     using B = simd::batch<Arch>;
     // -inf / (1 + inf) would be NaN; silu(-inf) = 0.
-    return xsimd::select(x == B(-std::numeric_limits<float>::infinity()), B(0.0f), x / (B(1.0f) + exp<Arch>(-x)));
+    return simd::select<Arch>(x == B(-std::numeric_limits<float>::infinity()), B(0.0f), x / (B(1.0f) + exp<Arch>(-x)));
 }
 template <class Arch>
 inline simd::batch<Arch> softplus(const simd::batch<Arch>& x) {
     using B = simd::batch<Arch>;
-    const B y = xsimd::max(x, B(0.0f)) + xsimd::log1p(exp<Arch>(-xsimd::abs(x)));
-    return xsimd::select(x > B(detail::softplus_threshold) || xsimd::isnan(x), x, y);
+    const B y = simd::max<Arch>(x, B(0.0f)) + simd::log1p<Arch>(exp<Arch>(-simd::abs<Arch>(x)));
+    return simd::select<Arch>(x > B(detail::softplus_threshold) || simd::isnan<Arch>(x), x, y);
 }
 #endif
 

@@ -167,7 +167,7 @@ inline void dot_softmax(const float* qs, std::size_t h0, std::size_t r0, const f
     for (int r = 0; r < RG; ++r) {
         const std::size_t h = h0 + r0 + r;
         B mx = sc[r][0];
-        for (std::size_t v = 1; v < NV; ++v) mx = xsimd::max(mx, sc[r][v]);
+        for (std::size_t v = 1; v < NV; ++v) mx = simd::max<Arch>(mx, sc[r][v]);
         const float mn = std::max(m[h], simd::reduce_max<Arch>(mx));  // finite: the block has a valid key
         B sum(0.0f);
         for (std::size_t v = 0; v < NV; ++v) {

@@ -119,10 +119,10 @@ inline void softmax_tile(float* St, std::size_t nk, bool mask, double rj0, const
                 B s = simd::load_aligned<Arch>(St + k * RS + rb * Wd);
                 s = xsimd::select((rj > pl) || ((pl - rj) >= wf), ninf, s);
                 simd::store<Arch>(St + k * RS + rb * Wd, s);
-                mx = xsimd::max(mx, s);
+                mx = simd::max<Arch>(mx, s);
             }
         } else {
-            for (std::size_t k = 0; k < nk; ++k) mx = xsimd::max(mx, simd::load_aligned<Arch>(St + k * RS + rb * Wd));
+            for (std::size_t k = 0; k < nk; ++k) mx = simd::max<Arch>(mx, simd::load_aligned<Arch>(St + k * RS + rb * Wd));
         }
         // A row with no visible key so far keeps m = -inf; subtract 0 instead so exp gives 0, not NaN.
         const B msafe = xsimd::select(mx == ninf, zero, mx);

@@ -45,6 +45,26 @@ inline void linear_reference(MatrixView<const float> x, MatrixView<const float> 
         }
 }
 
+/// Scalar reference of linear_swiglu: h[m][n] = silu(g) * u with g = sum_k x[m][k] Wg[n][k] and
+/// u = sum_k x[m][k] Wu[n][k], summed in k order in float. Same shapes as linear_swiglu().
+inline void linear_swiglu_reference(MatrixView<const float> x, MatrixView<const float> Wg,
+                                    MatrixView<const float> Wu, MatrixView<float> h) {
+    check_shape("linear_swiglu_reference: x", x, any, Wg.cols);
+    check_shape("linear_swiglu_reference: up weight", Wu, Wg.rows, Wg.cols);
+    check_shape("linear_swiglu_reference: h", h, x.rows, Wg.rows);
+    for (std::size_t m = 0; m < x.rows; ++m)
+        for (std::size_t n = 0; n < Wg.rows; ++n) {
+            // g = sum_k x Wg, u = sum_k x Wu
+            float g = 0.0f, u = 0.0f;
+            for (std::size_t k = 0; k < Wg.cols; ++k) {
+                g += x(m, k) * Wg(n, k);
+                u += x(m, k) * Wu(n, k);
+            }
+            // h = silu(g) * u = g / (1 + e^-g) * u
+            h(m, n) = g / (1.0f + std::exp(-g)) * u;
+        }
+}
+
 namespace detail {
 
 // The micro-kernel stays a call of its own: inlined into the tile loops, GCC runs out of registers

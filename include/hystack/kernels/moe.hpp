@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <vector>
 
 #include "../core/error.hpp"
 #include "../core/executor.hpp"
@@ -135,6 +136,49 @@ void moe_experts(MatrixView<const float> x, std::span<const std::uint32_t> offse
         detail::linear_rows<Arch>(
             n, [&](std::size_t m) { return static_cast<const float*>(he.row(m)); }, w.down,
             [&](std::size_t m, std::size_t c, float v) { y(tok[m], c) += tw[m] * v; }, exec);
+    }
+}
+
+/// Scalar reference of moe_experts, one routed token at a time: for each expert e in ascending order and
+/// each token t of its bucket, y[t] += w * down_e(silu(gate_e x[t]) * up_e x[t]), every sum in index
+/// order in float. Same arguments as moe_experts, without the workspace and the executor.
+template <class Experts>
+void moe_experts_reference(MatrixView<const float> x, std::span<const std::uint32_t> offsets,
+                           std::span<const std::uint32_t> token, std::span<const float> token_weight,
+                           Experts&& experts, MatrixView<float> y) {
+    check(!offsets.empty(), "moe_experts_reference: offsets: expected [experts + 1], got []");
+    const std::size_t E = offsets.size() - 1, d = x.cols;
+    check_shape("moe_experts_reference: y", y, x.rows, d);
+    // y = 0
+    for (std::size_t r = 0; r < y.rows; ++r)
+        for (std::size_t c = 0; c < d; ++c) y(r, c) = 0.0f;
+    std::vector<float> h;  // [H]
+    for (std::size_t e = 0; e < E; ++e) {
+        if (offsets[e] == offsets[e + 1]) continue;
+        const SwiGLUWeights w = experts(e);
+        const std::size_t H = w.gate.rows;
+        check_shape("moe_experts_reference: gate_proj", w.gate, any, d);
+        check_shape("moe_experts_reference: up_proj", w.up, H, d);
+        check_shape("moe_experts_reference: down_proj", w.down, d, H);
+        h.resize(H);
+        for (std::size_t b = offsets[e]; b < offsets[e + 1]; ++b) {
+            const std::size_t t = token[b];
+            // h = silu(gate x[t]) * (up x[t])
+            for (std::size_t n = 0; n < H; ++n) {
+                float g = 0.0f, u = 0.0f;
+                for (std::size_t i = 0; i < d; ++i) {
+                    g += w.gate(n, i) * x(t, i);
+                    u += w.up(n, i) * x(t, i);
+                }
+                h[n] = g / (1.0f + std::exp(-g)) * u;
+            }
+            // y[t] += weight * (down h)
+            for (std::size_t c = 0; c < d; ++c) {
+                float s = 0.0f;
+                for (std::size_t n = 0; n < H; ++n) s += w.down(c, n) * h[n];
+                y(t, c) += token_weight[b] * s;
+            }
+        }
     }
 }
 

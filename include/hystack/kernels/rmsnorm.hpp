@@ -3,11 +3,8 @@
 
 #include <cmath>
 #include <cstddef>
-#include <span>
 
-#include "../core/error.hpp"
 #include "../core/simd.hpp"
-#include "../core/view.hpp"
 
 namespace hystack::kernels {
 
@@ -34,23 +31,6 @@ inline void rmsnorm_row(const float* x, const float* w, float* y, std::size_t n,
         simd::store<Arch>(y + i, simd::load<Arch>(x + i) * simd::batch<Arch>(inv) * simd::load<Arch>(w + i));
 #endif
     for (; i < n; ++i) y[i] = x[i] * inv * w[i];
-}
-
-/// Row-wise RMSNorm: y[r] = rmsnorm(x[r]) * w. x [L, n], w [n], y [L, n] (may alias x).
-inline void rmsnorm(MatrixView<const float> x, std::span<const float> w, MatrixView<float> y, float eps) {
-    check_size("rmsnorm: weight", w, x.cols);
-    check_shape("rmsnorm: y", y, x.rows, x.cols);
-    for (std::size_t r = 0; r < x.rows; ++r) rmsnorm_row(x.row(r), w.data(), y.row(r), x.cols, eps);
-}
-
-/// Plain reference: y = x / sqrt(mean(x^2) + eps) * w, in double.
-inline void rmsnorm_reference(MatrixView<const float> x, std::span<const float> w, MatrixView<float> y, float eps) {
-    for (std::size_t r = 0; r < x.rows; ++r) {
-        double ss = 0;
-        for (std::size_t c = 0; c < x.cols; ++c) ss += double(x(r, c)) * x(r, c);
-        const double inv = 1.0 / std::sqrt(ss / double(x.cols ? x.cols : 1) + eps);
-        for (std::size_t c = 0; c < x.cols; ++c) y(r, c) = float(x(r, c) * inv * w[c]);
-    }
 }
 
 }  // namespace hystack::kernels
