@@ -50,7 +50,8 @@ TEST_CASE("views and Eigen maps convert both ways over the same memory", "[core]
     CHECK(bv(1, 1) == 3.0f);
     std::vector<float> vec{1, 2, 3};
     auto ev = eigen_vector(std::span<float>(vec));  // span -> vector map
-    ev *= 2.0f;
+    CHECK(ev.size() == 3);
+    ev.coeffRef(2) *= 2.0f;
     CHECK(vec[2] == 6.0f);
     Eigen::VectorXf x = Eigen::VectorXf::Ones(4);
     CHECK(span_of(x).size() == 4);
