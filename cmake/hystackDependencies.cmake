@@ -1,7 +1,22 @@
 # Installed packages first (find_package), fetched sources otherwise. Written out by hand so it
-# works before CMake 3.24's FIND_PACKAGE_ARGS.
+# works before CMake 3.24's FIND_PACKAGE_ARGS. .ci/fetched-deps builds and tests the fetched path
+# offline with these exact releases (FETCHCONTENT_SOURCE_DIR_HYSTACK_<NAME>).
 include(FetchContent)
 find_package(Threads REQUIRED)
+if(POLICY CMP0135)
+  cmake_policy(SET CMP0135 NEW)  # URL downloads: extracted files get the extraction time (and no dev warning)
+endif()
+
+# A fetched dependency's headers are not hystack's to fix: mark its targets' include directories
+# SYSTEM, as those of an installed package are, so no warning from them reaches a build.
+function(hystack_system_includes)
+  foreach(target ${ARGN})
+    get_target_property(dirs ${target} INTERFACE_INCLUDE_DIRECTORIES)
+    if(dirs)
+      set_property(TARGET ${target} APPEND PROPERTY INTERFACE_SYSTEM_INCLUDE_DIRECTORIES ${dirs})
+    endif()
+  endforeach()
+endfunction()
 
 # Eigen 3.4: fetch sources only (a subproject would add hundreds of Eigen's test targets).
 find_package(Eigen3 3.4 QUIET NO_MODULE)
@@ -21,10 +36,11 @@ endif()
 find_package(xtl QUIET)
 find_package(xsimd QUIET)
 if(NOT TARGET xsimd)
-  message(STATUS "hystack: xsimd not found, fetching 14.0.0")
+  message(STATUS "hystack: xsimd not found, fetching 14.3.0")
   FetchContent_Declare(hystack_xsimd
-    URL https://github.com/xtensor-stack/xsimd/archive/refs/tags/14.0.0.tar.gz)
+    URL https://github.com/xtensor-stack/xsimd/archive/refs/tags/14.3.0.tar.gz)
   FetchContent_MakeAvailable(hystack_xsimd)
+  hystack_system_includes(xsimd)
 endif()
 
 # nlohmann_json: for hystack::io only.
@@ -45,17 +61,19 @@ if(HYSTACK_BUILD_TESTS)
     FetchContent_Declare(hystack_catch2
       URL https://github.com/catchorg/Catch2/archive/refs/tags/v3.7.1.tar.gz)
     FetchContent_MakeAvailable(hystack_catch2)
+    hystack_system_includes(Catch2 Catch2WithMain)
   endif()
 endif()
 
 if(HYSTACK_BUILD_BENCH)
   find_package(benchmark QUIET)
   if(NOT TARGET benchmark::benchmark_main)
-    message(STATUS "hystack: Google Benchmark not found, fetching 1.9.1")
+    message(STATUS "hystack: Google Benchmark not found, fetching 1.9.5")
     set(BENCHMARK_ENABLE_TESTING OFF CACHE INTERNAL "")
     set(BENCHMARK_ENABLE_GTEST_TESTS OFF CACHE INTERNAL "")
     FetchContent_Declare(hystack_benchmark
-      URL https://github.com/google/benchmark/archive/refs/tags/v1.9.1.tar.gz)
+      URL https://github.com/google/benchmark/archive/refs/tags/v1.9.5.tar.gz)
     FetchContent_MakeAvailable(hystack_benchmark)
+    hystack_system_includes(benchmark benchmark_main)
   endif()
 endif()

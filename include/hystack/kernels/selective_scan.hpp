@@ -108,6 +108,8 @@ void scan_block(const ScanArgs& a, std::size_t c, std::size_t n0, std::size_t ng
     constexpr std::size_t W = simd::width<Arch>;
     constexpr std::size_t G = NS ? NS : 16;
     if constexpr (NS != 0) ng = NS;
+    // Callers pass ng <= G; saying so keeps GCC from seeing At/Ht read past G * W in the unrolled loops below.
+    ng = std::min(ng, G);
     const std::size_t L = a.u.rows;
     // A and h for the block, transposed to [state][channel] so each state is one batch across channels.
     alignas(64) float At[G * W], Ht[G * W];
