@@ -3,7 +3,6 @@
 // blocks may hold a mixer or a feed-forward alone (Nemotron-H's pattern); Granite's residual multiplier.
 #include <hystack/hystack.hpp>
 
-#include <cstring>
 #include <random>
 #include <vector>
 
@@ -86,10 +85,6 @@ Matrix<float> rows(std::size_t L, std::size_t d, unsigned seed) {
     for (auto& v : m.span()) v = u(g);
     return m;
 }
-bool same(std::span<const float> a, std::span<const float> b) {
-    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size_bytes()) == 0;
-}
-
 
 }  // namespace
 
@@ -124,8 +119,8 @@ TEST_CASE("a kind registered from outside runs in a stack and round-trips throug
         s.step(b.view().row_span(r), fork);
         s.step(c.view().row_span(r), restored);
     }
-    CHECK(same(a.span(), b.span()));
-    CHECK(same(a.span(), c.span()));
+    CHECK(same_bits(a.span(), b.span()));
+    CHECK(same_bits(a.span(), c.span()));
     CHECK(st.to_bytes() == restored.to_bytes());
 
     // The saved kind names guard the load: a stack whose layer 0 is another kind refuses the bytes.
@@ -196,7 +191,7 @@ TEST_CASE("the residual multiplier scales each branch: x += m * f(norm(x))", "[k
     for (std::size_t r = 0; r < 3; ++r) s.block(0).ff_norm.row(want.row(r), h.row(r));
     s.feed_forward_as<SwiGLU>(0)->prefill(MatrixView<const float>(h.view()), y.view());
     for (std::size_t i = 0; i < want.span().size(); ++i) want.span()[i] += 0.25f * y.span()[i];
-    CHECK(same(got.span(), want.span()));
+    CHECK(same_bits(got.span(), want.span()));
 }
 
 TEST_CASE("a ratio's compile-time mixer(i) and the built stack name the same kinds", "[kinds]") {

@@ -191,7 +191,7 @@ public:
         }
         const std::size_t n_seq = x.rows;
         if (n_seq == 0) return;
-        auto& ptrs = states[0]->ws_.get<BatchPointers>().v;
+        auto& ptrs = states[0]->ws_.get<detail::StatePointers<LayerState>>().v;
         if (ptrs.size() < n_seq) ptrs.resize(n_seq);  // grow only: no allocation once warm
         run(x, states[0]->ws_, exec, [&](const Block& b, std::size_t i, MatrixView<const float> h, MatrixView<float> y,
                                          Workspace& ws, ExecutorRef ex) {
@@ -214,9 +214,6 @@ public:
 private:
     struct Work {  // the residual branch's input h and output y [rows, d_model]
         detail::GrowBuffer h, y;
-    };
-    struct BatchPointers {
-        std::vector<LayerState*> v;
     };
 
     void check_state(const State& st, const char* who) const {
