@@ -15,29 +15,40 @@ static void fill_random(std::span<float> v, unsigned seed) {
     for (auto& x : v) x = d(rng);
 }
 
-// Compute-bound: W stays in L2/L3 across iterations (as in a prefill over many tokens).
+// The benchmarks' weight-type argument: 0 f32, 1 bf16, 2 q8_0.
+static DType weight_type(std::int64_t arg) { return DType(std::uint8_t(arg)); }
+
+// A random [out, in] weight of type t (values in [-1, 1] before conversion).
+static Weight random_weight(std::size_t out, std::size_t in, DType t, unsigned seed) {
+    Matrix<float> W(out, in);
+    fill_random(W.span(), seed);
+    return Weight::from(W.view(), t);
+}
+
+// Compute-bound: W stays in L2/L3 across iterations (as in a prefill over many tokens). pct_of_peak is
+// against the fp32 FMA peak whatever the weight type.
 static void BM_linear(benchmark::State& state) {
     const std::size_t in = std::size_t(state.range(0)), out = std::size_t(state.range(1)), L = std::size_t(state.range(2));
     const std::size_t threads = std::size_t(state.range(3));
-    Matrix<float> x(L, in), W(out, in), y(L, out);
+    const DType type = weight_type(state.range(4));
+    state.SetLabel(to_string(type));
+    Matrix<float> x(L, in), y(L, out);
     fill_random(x.span(), 1);
-    fill_random(W.span(), 2);
+    const Weight W = random_weight(out, in, type, 2);
     auto& ex = bench::pool(threads);
     bench::run_with_peak_probe(state, threads, 2.0 * double(L) * double(in) * double(out), [&] {
-        kernels::linear(x.view(), W.view(), {}, y.view(), ex);
+        kernels::project(x.view(), W.view(), {}, y.view(), ex);
         benchmark::DoNotOptimize(y.data());
         benchmark::ClobberMemory();
     });
     state.SetItemsProcessed(std::int64_t(state.iterations()) * std::int64_t(L));
 }
 BENCHMARK(BM_linear)
-    ->ArgNames({"in", "out", "L", "threads"})
-    ->Args({1024, 4096, 512, 1})
-    ->Args({1024, 4096, 512, 2})
-    ->Args({4096, 1024, 512, 1})
-    ->Args({4096, 1024, 512, 2})
-    ->Args({1024, 2816, 128, 1})  // one MoE expert's bucket (512 tokens, top-2 of 8)
-    ->Args({2816, 1024, 128, 1})
+    ->ArgNames({"in", "out", "L", "threads", "type"})
+    ->ArgsProduct({{1024}, {4096}, {512}, {1, 2}, {0, 1, 2}})
+    ->ArgsProduct({{4096}, {1024}, {512}, {1, 2}, {0, 1, 2}})
+    ->ArgsProduct({{1024}, {2816}, {128}, {1}, {0, 1, 2}})  // one MoE expert's bucket (512 tokens, top-2 of 8)
+    ->ArgsProduct({{2816}, {1024}, {128}, {1}, {0, 1, 2}})
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 
@@ -46,19 +57,18 @@ BENCHMARK(BM_linear)
 static void BM_linear_gemv(benchmark::State& state) {
     const std::size_t in = std::size_t(state.range(0)), out = std::size_t(state.range(1)), L = std::size_t(state.range(2));
     const std::size_t threads = std::size_t(state.range(3));
-    const std::size_t wbytes = in * out * sizeof(float);
+    const DType type = weight_type(state.range(4));
+    state.SetLabel(to_string(type));
+    const std::size_t wbytes = out * row_bytes(type, in);
     const std::size_t copies = std::max<std::size_t>(2, (256u << 20) / wbytes + 1);
-    std::vector<Matrix<float>> Ws;
-    for (std::size_t i = 0; i < copies; ++i) {
-        Ws.emplace_back(out, in);
-        fill_random(Ws.back().span(), unsigned(10 + i));
-    }
+    std::vector<Weight> Ws;
+    for (std::size_t i = 0; i < copies; ++i) Ws.push_back(random_weight(out, in, type, unsigned(10 + i)));
     Matrix<float> x(L, in), y(L, out);
     fill_random(x.span(), 1);
     auto& ex = bench::pool(threads);
     std::size_t k = 0;
     bench::run_with_stream_probe(state, threads, double(wbytes), [&] {
-        kernels::linear(x.view(), Ws[k].view(), {}, y.view(), ex);
+        kernels::project(x.view(), Ws[k].view(), {}, y.view(), ex);
         k = k + 1 == copies ? 0 : k + 1;
         benchmark::DoNotOptimize(y.data());
         benchmark::ClobberMemory();
@@ -66,12 +76,8 @@ static void BM_linear_gemv(benchmark::State& state) {
     bench::set_flops(state, 2.0 * double(L) * double(in) * double(out));
 }
 BENCHMARK(BM_linear_gemv)
-    ->ArgNames({"in", "out", "L", "threads"})
-    ->Args({1024, 4096, 1, 1})
-    ->Args({1024, 4096, 1, 2})
-    ->Args({1024, 4096, 4, 1})
-    ->Args({1024, 4096, 4, 2})
-    ->Args({4096, 1024, 1, 1})
-    ->Args({4096, 1024, 1, 2})
+    ->ArgNames({"in", "out", "L", "threads", "type"})
+    ->ArgsProduct({{1024}, {4096}, {1, 4}, {1, 2}, {0, 1, 2}})
+    ->ArgsProduct({{4096}, {1024}, {1}, {1, 2}, {0, 1, 2}})
     ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);

@@ -5,6 +5,9 @@
 #endif
 #include "core.hpp"
 #include "kernels/linear.hpp"
+#include "kernels/dot_bf16.hpp"
+#include "kernels/dot_q8_0.hpp"
+#include "kernels/linear_typed.hpp"
 #include "kernels/project.hpp"
 #include "kernels/rmsnorm.hpp"
 #include "kernels/causal_conv1d.hpp"

@@ -283,7 +283,7 @@ TEST_CASE("moe_experts matches its scalar reference on odd sizes, 0 and 1 includ
             down.push_back(random_x(c.d, c.H, seed++, -1.0f / std::sqrt(float(c.H)), 1.0f / std::sqrt(float(c.H))));
         }
         auto experts = [&](std::size_t e) {
-            return kernels::SwiGLUWeights{gate[e].view(), up[e].view(), down[e].view()};
+            return kernels::SwiGLUWeights{WeightView::of(gate[e].view()), WeightView::of(up[e].view()), WeightView::of(down[e].view())};
         };
         auto router = random_x(c.E, c.d, seed++);
         for (std::size_t L : {0, 1, 3, 17}) {

@@ -9,19 +9,22 @@
 
 namespace hystack {
 
-enum class DType : std::uint8_t;
+class Weight;
 
 /// A named parameter of a layer/model: HuggingFace name (relative to its owner, e.g.
-/// "in_proj.weight", or full, e.g. "model.layers.3.mamba.in_proj.weight"), HF shape, the owner's
-/// storage (row-major, product(shape) elements) and their element type (core/weight.hpp; f32, the
-/// only type today, is DType{0}: `data` is that storage as floats). Loaders fill `data`; `optional`
-/// parameters (e.g. biases a config may omit) need not be present in a checkpoint.
+/// "in_proj.weight", or full, e.g. "model.layers.3.mamba.in_proj.weight"), HF shape and the owner's
+/// storage (row-major, product(shape) elements). A weight matrix (core/weight.hpp) is given by
+/// `weight` and its rows [row0, row0 + rows): its element type may be other than f32, and a loader
+/// may retype it (param_dtype, param_bytes there). `data` is the storage as floats, for every f32
+/// parameter (plain or weight; empty for another type). `optional` parameters (e.g. biases a config
+/// may omit) need not be present in a checkpoint.
 struct ParamRef {
     std::string name;
     std::vector<std::size_t> shape;
     std::span<float> data;
     bool optional = false;
-    DType dtype = DType{0};
+    Weight* weight = nullptr;
+    std::size_t row0 = 0, rows = 0;
 };
 using ParamList = std::vector<ParamRef>;
 

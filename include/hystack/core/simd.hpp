@@ -70,6 +70,10 @@ inline __m512 max(__m512 a, __m512 b) { return _mm512_mask_max_ps(a, all16, a, b
 inline __m512 min(__m512 a, __m512 b) { return _mm512_mask_min_ps(a, all16, a, b); }
 /// Round to nearest, ties to even (vrndscaleps with scale 0).
 inline __m512 round(__m512 a) { return _mm512_mask_roundscale_ps(a, all16, a, _MM_FROUND_TO_NEAREST_INT); }
+/// Zero-extends 16 uint16 lanes to int32 lanes (vpmovzxwd).
+inline __m512i widen_u16(__m256i a) { return _mm512_maskz_cvtepu16_epi32(all16, a); }
+/// Round toward zero.
+inline __m512 trunc(__m512 a) { return _mm512_mask_roundscale_ps(a, all16, a, _MM_FROUND_TO_ZERO); }
 /// Float -> int32, truncating.
 inline __m512i to_int(__m512 a) { return _mm512_mask_cvttps_epi32(_mm512_castps_si512(a), all16, a); }
 template <unsigned N>
@@ -378,6 +382,27 @@ inline batch<Arch> round(const batch<Arch>& v) {
     else
 #endif
         return xsimd::nearbyint(v);
+}
+
+/// Round to nearest, ties away from zero (std::roundf), exact for every float.
+template <class Arch>
+inline batch<Arch> round_half_away(const batch<Arch>& v) {
+    // t = trunc(v) exactly (|v| < 2^23; larger floats are integers already), then one step away from
+    // zero where the dropped fraction is at least one half
+    const batch<Arch> a = abs<Arch>(v);
+    const batch<Arch> big(8388608.0f);
+#if defined(__AVX512F__)
+    batch<Arch> t;
+    if constexpr (is_avx512<Arch>)
+        t = batch<Arch>(avx512::trunc(a));
+    else
+        t = xsimd::trunc(a);
+#else
+    batch<Arch> t = xsimd::trunc(a);
+#endif
+    t = select<Arch>(a - t >= batch<Arch>(0.5f), t + batch<Arch>(1.0f), t);
+    t = select<Arch>(a >= big, a, t);
+    return xsimd::copysign(t, v);
 }
 
 /// Non-temporal store of v at p (p aligned to the batch size): the line goes to memory without being

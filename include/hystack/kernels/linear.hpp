@@ -160,7 +160,10 @@ inline void add_tail(const float* const* xr, const float* const* wr, std::size_t
 /// k = l (mod width) of the vector part, k ascending; the lanes go through simd::reduce_add_many's tree;
 /// then the scalar tail, in k order. The blocking below changes only when each lane's terms are added
 /// (the accumulators wait in `state` between K blocks), never their order.
-template <class Arch, int RM, int RN, class XRow, class WRows, class Epi>
+///
+/// HintNext = false: wrows is called once per tile and M block and nothing is hinted (for W rows that
+/// wrows produces in a scratch, e.g. widened from bf16).
+template <class Arch, int RM, int RN, class XRow, class WRows, class Epi, bool HintNext = true>
 inline void gemm_nt_tiles(std::size_t M, std::size_t K, std::size_t t0, std::size_t t1, XRow&& xrow, WRows&& wrows,
                           Epi&& epi) {
     constexpr std::size_t W = linear_width<Arch>();
@@ -189,10 +192,10 @@ inline void gemm_nt_tiles(std::size_t M, std::size_t K, std::size_t t0, std::siz
             if (!blocked) {
                 // the first x tile streams the W tile from memory: it hints the next tile's rows
                 const float* wn[RN];
-                wrows(t + 1 < t1 ? t + 1 : t, wn);
+                if constexpr (HintNext) wrows(t + 1 < t1 ? t + 1 : t, wn);
                 for (std::size_t q = 0; q < nq; ++q) {
                     rows_of(q);
-                    if (q == 0)
+                    if (HintNext && q == 0)
                         dot_tile<Arch, RM, RN, true, true, true>(xr, wr, 0, Kv, nullptr, sums, wn);
                     else
                         dot_tile<Arch, RM, RN, true, true>(xr, wr, 0, Kv, nullptr, sums + q * NP);

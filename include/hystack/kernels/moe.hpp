@@ -10,7 +10,10 @@
 #include "../core/error.hpp"
 #include "../core/executor.hpp"
 #include "../core/view.hpp"
+#include "../core/weight.hpp"
 #include "linear.hpp"
+#include "linear_typed.hpp"
+#include "project.hpp"
 
 namespace hystack::kernels {
 
@@ -101,9 +104,9 @@ inline void moe_bucket(MatrixView<const std::uint32_t> index, MatrixView<const f
     offsets[0] = 0;
 }
 
-/// The weights of one SwiGLU expert: gate, up [hidden, d_model], down [d_model, hidden].
+/// The weights of one SwiGLU expert: gate, up [hidden, d_model], down [d_model, hidden], of one type.
 struct SwiGLUWeights {
-    MatrixView<const float> gate, up, down;
+    WeightView gate, up, down;
 };
 
 /// Expert dispatch: y[t] = sum over the buckets holding t, in ascending expert order, of
@@ -123,19 +126,29 @@ void moe_experts(MatrixView<const float> x, std::span<const std::uint32_t> offse
         if (n == 0) continue;  // an expert that received no token reads no weights
         const SwiGLUWeights w = experts(e);
         const std::size_t H = w.gate.rows;
-        check_shape("moe_experts: gate_proj", w.gate, any, d);
-        check_shape("moe_experts: up_proj", w.up, H, d);
-        check_shape("moe_experts: down_proj", w.down, d, H);
+        check(w.gate.cols == d && w.up.rows == H && w.up.cols == d && w.down.rows == d && w.down.cols == H,
+              "moe_experts: expert ", e, ": expected gate, up [H, ", d, "] and down [", d, ", H], got [", w.gate.rows,
+              ", ", w.gate.cols, "], [", w.up.rows, ", ", w.up.cols, "], [", w.down.rows, ", ", w.down.cols, "]");
+        check(w.gate.type == w.up.type && w.up.type == w.down.type, "moe_experts: expert ", e,
+              ": gate, up and down of different types");
         check(h.size() >= n * H, "moe_experts: workspace: expected at least [", n * H, "], got [", h.size(), "]");
         MatrixView<float> he(h.data(), n, H);  // h [n, H]
         const std::uint32_t* tok = token.data() + b0;
         const float* tw = token_weight.data() + b0;
-        // h = silu(x_b gate^T) * (x_b up^T) over the bucket's rows of x
-        detail::swiglu_rows<Arch>(n, [&](std::size_t m) { return x.row(tok[m]); }, w.gate, w.up, he, exec);
-        // y[tok] += w * (h down^T)
-        detail::linear_rows<Arch>(
-            n, [&](std::size_t m) { return static_cast<const float*>(he.row(m)); }, w.down,
-            [&](std::size_t m, std::size_t c, float v) { y(tok[m], c) += tw[m] * v; }, exec);
+        auto xrow = [&](std::size_t m) { return x.row(tok[m]); };
+        auto hrow = [&](std::size_t m) { return static_cast<const float*>(he.row(m)); };
+        auto add = [&](std::size_t m, std::size_t c, float v) { y(tok[m], c) += tw[m] * v; };
+        if (w.gate.type == DType::f32) {
+            // h = silu(x_b gate^T) * (x_b up^T) over the bucket's rows of x; y[tok] += w * (h down^T)
+            detail::swiglu_rows<Arch>(n, xrow, w.gate.f32(), w.up.f32(), he, exec);
+            detail::linear_rows<Arch>(n, hrow, w.down.f32(), add, exec);
+        } else {
+            // the same with typed weights (the bucket's x packed in scratch slot 0, h in slot 1)
+            detail::with_typed_dot<Arch>(w.gate.type, "moe_experts", [&]<class Dot>() {
+                detail::typed_swiglu_rows<Dot>(n, xrow, w.gate, w.up, he, exec, 0);
+                detail::typed_linear_rows<Dot>(n, hrow, w.down, add, exec, 1);
+            });
+        }
     }
 }
 
@@ -152,32 +165,27 @@ void moe_experts_reference(MatrixView<const float> x, std::span<const std::uint3
     // y = 0
     for (std::size_t r = 0; r < y.rows; ++r)
         for (std::size_t c = 0; c < d; ++c) y(r, c) = 0.0f;
-    std::vector<float> h;  // [H]
+    std::vector<float> g, u, h, o;  // [H], [H], [H], [d]
     for (std::size_t e = 0; e < E; ++e) {
         if (offsets[e] == offsets[e + 1]) continue;
         const SwiGLUWeights w = experts(e);
         const std::size_t H = w.gate.rows;
-        check_shape("moe_experts_reference: gate_proj", w.gate, any, d);
-        check_shape("moe_experts_reference: up_proj", w.up, H, d);
-        check_shape("moe_experts_reference: down_proj", w.down, d, H);
+        check(w.gate.cols == d && w.up.rows == H && w.up.cols == d && w.down.rows == d && w.down.cols == H,
+              "moe_experts_reference: expert ", e, ": shapes do not match d_model ", d);
+        g.resize(H);
+        u.resize(H);
         h.resize(H);
+        o.resize(d);
         for (std::size_t b = offsets[e]; b < offsets[e + 1]; ++b) {
             const std::size_t t = token[b];
             // h = silu(gate x[t]) * (up x[t])
-            for (std::size_t n = 0; n < H; ++n) {
-                float g = 0.0f, u = 0.0f;
-                for (std::size_t i = 0; i < d; ++i) {
-                    g += w.gate(n, i) * x(t, i);
-                    u += w.up(n, i) * x(t, i);
-                }
-                h[n] = g / (1.0f + std::exp(-g)) * u;
-            }
+            const MatrixView<const float> xt(x.row(t), 1, d);
+            project_reference(xt, w.gate, {}, MatrixView<float>(g.data(), 1, H));
+            project_reference(xt, w.up, {}, MatrixView<float>(u.data(), 1, H));
+            for (std::size_t n = 0; n < H; ++n) h[n] = g[n] / (1.0f + std::exp(-g[n])) * u[n];
             // y[t] += weight * (down h)
-            for (std::size_t c = 0; c < d; ++c) {
-                float s = 0.0f;
-                for (std::size_t n = 0; n < H; ++n) s += w.down(c, n) * h[n];
-                y(t, c) += token_weight[b] * s;
-            }
+            project_reference(MatrixView<const float>(h.data(), 1, H), w.down, {}, MatrixView<float>(o.data(), 1, d));
+            for (std::size_t c = 0; c < d; ++c) y(t, c) += token_weight[b] * o[c];
         }
     }
 }

@@ -39,14 +39,7 @@ public:
     void lookup(token_id id, float* x, const char* who = "Embedding") const {
         check_id(id, who);
         const WeightView row = table_.view().rows_slice(std::size_t(id), 1);
-        switch (row.type) {
-            case DType::f32: {
-                const float* r = row.f32().data;
-                std::copy(r, r + d_model(), x);
-                return;
-            }
-        }
-        fail(who, ": unsupported embedding type ", to_string(row.type));
+        decode_row(row.type, std::span<const std::byte>(row.data, row.row_bytes()), std::span<float>(x, d_model()));
     }
 
 private:
@@ -54,31 +47,34 @@ private:
 };
 
 /// LM head: logits [L, vocab] = h [L, d_model] . W^T, W [vocab, d_model] (HF "lm_head.weight") typed,
-/// or the embedding table when the model ties them (no weight of its own then).
+/// or the embedding table when the model ties them (no weight of its own then: the caller passes the
+/// table to weight(), so a retyped or moved table is always the one used).
 class LMHead {
 public:
     LMHead() = default;
     /// An untied head of its own [vocab, d_model].
     LMHead(std::size_t vocab, std::size_t d, DType type = DType::f32) : own_(vocab, d, type) {}
-    /// A head tied to `table` [vocab, d_model] (the embedding's; must outlive the head's use).
-    static LMHead tied(WeightView table) {
+    /// A head tied to the embedding table.
+    static LMHead tied() {
         LMHead h;
-        h.tied_ = table;
+        h.tied_ = true;
         return h;
     }
 
-    bool is_tied() const { return tied_.data != nullptr; }
-    WeightView weight() const { return is_tied() ? tied_ : own_.view(); }
+    bool is_tied() const { return tied_; }
+    /// The head's weights: `table` (the embedding's) when tied, its own otherwise.
+    WeightView weight(const WeightView& table) const { return tied_ ? table : own_.view(); }
     ParamRef param(std::string name) { return own_.param(std::move(name), {own_.rows(), own_.cols()}); }
 
+    /// logits [L, vocab] = h [L, d_model] . weight(table)^T.
     template <Executor Exec>
-    void forward(MatrixView<const float> h, MatrixView<float> logits, Exec& exec) const {
-        kernels::project(h, weight(), {}, logits, exec);
+    void forward(MatrixView<const float> h, const WeightView& table, MatrixView<float> logits, Exec& exec) const {
+        kernels::project(h, weight(table), {}, logits, exec);
     }
 
 private:
     Weight own_;         // [vocab, d_model], empty when tied
-    WeightView tied_;    // the embedding table when tied
+    bool tied_ = false;
 };
 
 }  // namespace hystack

@@ -121,7 +121,7 @@ public:
         kernels::moe_experts(
             x, w.offsets.span(), std::span<const std::uint32_t>(w.token.data(), L * k),
             std::span<const float>(w.token_weight.data(), L * k),
-            [&](std::size_t e) { return kernels::SwiGLUWeights{gate_proj(e).f32(), up_proj(e).f32(), down_proj(e).f32()}; },
+            [&](std::size_t e) { return kernels::SwiGLUWeights{gate_proj(e), up_proj(e), down_proj(e)}; },
             y, w.h.span(),
             exec);
         update_stats(w, L);
@@ -191,10 +191,7 @@ private:
 
     // Expert e's rows of a stacked weight as parameter `name` ([rows, cols] of it).
     static ParamRef expert_param(Weight& w, std::size_t e, std::size_t rows, std::string name) {
-        const std::size_t n = rows * w.cols();
-        ParamRef p = w.param(std::move(name), {rows, w.cols()});
-        p.data = p.data.subspan(e * n, n);
-        return p;
+        return w.param(std::move(name), {rows, w.cols()}, e * rows, rows);
     }
 };
 

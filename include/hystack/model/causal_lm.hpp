@@ -70,7 +70,7 @@ public:
         const std::size_t d = cfg.stack.d_model;
         embed_ = Embedding(cfg.vocab_size, d);
         final_norm_ = RMSNorm(d, cfg.stack.rms_norm_eps);
-        head_ = cfg.tie_word_embeddings ? LMHead::tied(embed_.table()) : LMHead(cfg.vocab_size, d);
+        head_ = cfg.tie_word_embeddings ? LMHead::tied() : LMHead(cfg.vocab_size, d);
     }
     BasicCausalLM(BasicCausalLM&&) noexcept = default;
     BasicCausalLM& operator=(BasicCausalLM&&) noexcept = default;
@@ -95,7 +95,7 @@ public:
     /// Number of parameters (tied head counted once).
     std::size_t num_params() {
         std::size_t n = 0;
-        for (auto& p : params()) n += p.data.size();
+        for (auto& p : params()) n += param_numel(p);
         return n;
     }
     /// Bytes of weights one decode step reads: every matrix once, one embedding row, and on MoE
@@ -105,11 +105,11 @@ public:
         const std::size_t E = cfg_.stack.num_experts, k = cfg_.stack.num_experts_per_tok;
         for (auto& p : params()) {
             if (p.name == "model.embed_tokens.weight" && !cfg_.tie_word_embeddings)
-                n += d_model() * sizeof(float);
+                n += param_bytes(p) / vocab_size();
             else if (p.name.find(".feed_forward.experts.") != std::string::npos && E > 0)
-                n += p.data.size_bytes() * k / E;
+                n += param_bytes(p) * k / E;
             else
-                n += p.data.size_bytes();
+                n += param_bytes(p);
         }
         return n;
     }
@@ -134,7 +134,7 @@ public:
         Work& w = work(st);
         run(ids, st, exec, nullptr);
         MatrixView<float> logits(w.logits.get(vocab_size()), 1, vocab_size());
-        head_.forward(MatrixView<const float>(w.hidden.data(), 1, d_model()), logits, exec);
+        head_.forward(MatrixView<const float>(w.hidden.data(), 1, d_model()), embed_.table(), logits, exec);
         return logits.row_span(0);
     }
     /// Feeds ids [L] and returns the logits at every position [L, vocab].
@@ -172,7 +172,7 @@ public:
             std::copy(h.row(b), h.row(b) + d, wb.hidden.data());
         }
         MatrixView<float> logits(w.logits.get(n_seq * vocab_size()), n_seq, vocab_size());
-        head_.forward(MatrixView<const float>(h), logits, exec);
+        head_.forward(MatrixView<const float>(h), embed_.table(), logits, exec);
         return logits;
     }
 
@@ -248,7 +248,7 @@ public:
     std::span<float> embed_tokens() { return embed_.param("embed_tokens").data; }
     std::span<float> final_layernorm() { return final_norm_.weight(); }
     /// The head's weights [vocab, d_model] (embed_tokens when tied).
-    WeightView lm_head() const { return head_.weight(); }
+    WeightView lm_head() const { return head_.weight(embed_.table()); }
 
 private:
     // Scratch of one caller (in its state's workspace): the residual rows, their normed copies, the
@@ -278,7 +278,7 @@ private:
             if (all) {
                 MatrixView<float> h(w.h.get(L * d), L, d);
                 for (std::size_t r = 0; r < L; ++r) final_norm_.row(x.row(r), h.row(r));
-                head_.forward(MatrixView<const float>(h), MatrixView<float>(all->row(done), L, V), exec);
+                head_.forward(MatrixView<const float>(h), embed_.table(), MatrixView<float>(all->row(done), L, V), exec);
             }
             final_norm_.row(x.row(L - 1), w.hidden.data());
             done += L;
