@@ -540,6 +540,12 @@ TEST_CASE("GGUF reader: malformed tensor infos", "[gguf]") {
     CHECK(f.tensor("e").bytes == 0);
     CHECK(f.data("e").empty());
     CHECK(f.tensor("z").type == GgmlType::F16);
+    // a file that ends at its header holds only empty tensors
+    const auto g = parse(Gguf().header(1, 0).tensor("e", {0}, 0, 0));
+    CHECK(g.data_offset() > g.file_size());
+    CHECK(g.data("e").empty());
+    std::vector<std::byte> none;
+    g.read("e", none);
     expect_bad(Gguf().header(2, 1).kv_u32("general.alignment", 16).tensor("a", {8}, 0, 16).tensor("b", {4}, 0, 32).pad(16).zeros(64),
                "tensor 'b' (16 bytes at offset 32) overlaps tensor 'a' (32 bytes at offset 16)");
 }

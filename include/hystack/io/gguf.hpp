@@ -431,6 +431,8 @@ public:
     /// The tensor's bytes in place (a view of the mapping, exactly `bytes` long; no copy).
     std::span<const std::byte> data(std::string_view name) const { return data(tensor(name)); }
     std::span<const std::byte> data(const GgufTensorInfo& t) const {
+        // an empty tensor may sit where the file has no bytes (a file ending at its header): no pointer there
+        if (t.bytes == 0) return {};
         return {storage_->data() + h_.data_offset + t.offset, std::size_t(t.bytes)};
     }
     /// Copies the tensor's bytes into dst (dst.size() must equal its `bytes`); pread for a file,
