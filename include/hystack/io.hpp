@@ -7,6 +7,9 @@
 #endif
 #include "core.hpp"
 #include "io/safetensors.hpp"
+#include "io/gguf.hpp"
+#include "io/gguf_writer.hpp"
 #include "io/hf_jamba.hpp"
 #include "io/params.hpp"
 #include "loaders/jamba.hpp"
+#include "loaders/jamba_gguf.hpp"

@@ -53,6 +53,7 @@ struct Store {
             for (auto d : q.shape) n *= d;
             bufs.emplace_back(n, fill);
             q.data = bufs.back();
+            q.weight = nullptr;  // plain float storage of our own
         }
     }
 };
@@ -276,7 +277,7 @@ TEST_CASE("hf_jamba: load_params reports every problem at once and writes nothin
     ParamList p2 = {{"ok", {6}, tooshort}};
     LoadOptions o;
     o.allow_unused = {"shape", "stray", "model.layers.0.feed_forward.up_proj.weight", "model.layers.0.moe.up_proj.weight"};
-    CHECK_ERROR("parameter ok has storage for 5 floats, shape [6] needs 6", load_params(ckpt, p2, o));
+    CHECK_ERROR("parameter ok has storage for 5 values, shape [6] needs 6", load_params(ckpt, p2, o));
     ParamList p3 = {{"ok", {6}, ok}, {"optional_absent", {2}, opt, true}};
     load_params(ckpt, p3, o);
     CHECK(ok == v6);

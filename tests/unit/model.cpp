@@ -380,3 +380,90 @@ TEST_CASE("hystack-cli parses its commands and rejects bad arguments", "[model]"
     bad({"info", "d", "--out", "f"}, "unknown option '--out'");
     bad({"info", "d", "--context", "-5"}, "not a valid number");
 }
+
+TEST_CASE("load_jamba: weights as stored (bf16) or converted (f32, bf16, q8_0) while loading", "[model]") {
+    namespace fs = std::filesystem;
+    const fs::path dir = fs::temp_directory_path() / ("hystack_types_test_" + std::to_string(::getpid()));
+    fs::remove_all(dir);
+    fs::create_directories(dir / "bf16");
+    // A BF16 checkpoint (the 2-D weights BF16, as HF saves a bf16 model; the rest F32), and the f32 model
+    // holding exactly its values.
+    auto lm = tiny_model(false, 21);
+    std::vector<std::vector<float>> rounded;
+    std::vector<io::TensorData> t;
+    for (auto& p : lm.params()) {
+        const bool matrix = p.weight != nullptr;
+        if (matrix)
+            for (auto& v : p.data) v = float(bf16(v));
+        t.push_back({p.name, p.shape, std::span<const float>(p.data), matrix ? "BF16" : "F32"});
+    }
+    io::write_safetensors((dir / "bf16" / "model.safetensors").string(), t);
+    std::ofstream(dir / "bf16" / "config.json") << tiny_config_json();
+
+    SerialExecutor serial;
+    ThreadPool pool(2);
+    const auto ids = tokens(13);
+    auto s0 = lm.make_state(32);
+    const auto want = lm.prefill_all(ids, s0, serial);
+    const auto type_of = [](CausalLM& m, const std::string& name) {
+        for (auto& p : m.params())
+            if (p.name == name) return param_dtype(p);
+        FAIL("no parameter " << name);
+        return DType::f32;
+    };
+    const std::string in_proj = "model.layers.0.mamba.in_proj.weight", dt_proj = "model.layers.0.mamba.dt_proj.weight",
+                      expert_down = "model.layers.1.feed_forward.experts.2.down_proj.weight",
+                      expert_up = "model.layers.1.feed_forward.experts.2.up_proj.weight";
+
+    SECTION("as stored: bf16, the f32 model's logits") {
+        auto m = io::load_jamba((dir / "bf16").string());
+        CHECK(type_of(m, in_proj) == DType::bf16);
+        CHECK(type_of(m, "model.embed_tokens.weight") == DType::bf16);
+        CHECK(type_of(m, "lm_head.weight") == DType::bf16);
+        CHECK(type_of(m, expert_up) == DType::bf16);
+        CHECK(m.weight_bytes_per_token() < lm.weight_bytes_per_token() * 6 / 10);
+        auto s = m.make_state(32);
+        CHECK(max_diff(m.prefill_all(ids, s, serial).span(), want.span()) < 1e-5);
+    }
+    SECTION("converted to f32: the same bits as the f32 model") {
+        io::JambaLoadOptions opt;
+        opt.weights = DType::f32;
+        auto m = io::load_jamba((dir / "bf16").string(), opt);
+        CHECK(type_of(m, in_proj) == DType::f32);
+        auto s = m.make_state(32);
+        CHECK(same(m.prefill_all(ids, s, serial).span(), want.span()));
+    }
+    SECTION("converted to q8_0: close, rows that are no whole blocks stay f32, decode agrees with prefill") {
+        io::JambaLoadOptions opt;
+        opt.weights = DType::q8_0;
+        auto m = io::load_jamba((dir / "bf16").string(), opt);
+        CHECK(type_of(m, in_proj) == DType::q8_0);
+        CHECK(type_of(m, expert_up) == DType::q8_0);
+        CHECK(type_of(m, dt_proj) == DType::f32);      // rows of dt_rank 4
+        CHECK(type_of(m, expert_down) == DType::f32);  // rows of 48
+        auto s = m.make_state(32);
+        const auto got = m.prefill_all(ids, s, serial);
+        double scale = 0;
+        for (float v : want.span()) scale = std::max(scale, double(std::fabs(v)));
+        CHECK(max_diff(got.span(), want.span()) < 0.05 * scale);
+        auto st = m.make_state(32);
+        for (std::size_t i = 0; i < ids.size(); ++i)
+            CHECK(max_diff(m.step(ids[i], st, serial), std::span<const float>(got.row(i), 64)) < 1e-4);
+        auto sp = m.make_state(32);
+        CHECK(same(m.prefill_all(ids, sp, pool).span(), got.span()));
+    }
+    SECTION("a model converted in memory equals the one converted while loading") {
+        io::JambaLoadOptions opt;
+        opt.weights = DType::q8_0;
+        auto a = io::load_jamba((dir / "bf16").string(), opt);
+        auto b = io::load_jamba((dir / "bf16").string());  // bf16, then re-loaded from its own params
+        io::LoadOptions lo;
+        lo.weights = DType::q8_0;
+        const auto ckpt = io::Checkpoint::open((dir / "bf16").string());
+        io::load_params(ckpt, b.params(), lo);
+        b.on_weights_loaded();
+        auto sa = a.make_state(32), sb = b.make_state(32);
+        CHECK(same(a.prefill_all(ids, sa, serial).span(), b.prefill_all(ids, sb, serial).span()));
+    }
+    fs::remove_all(dir);
+}

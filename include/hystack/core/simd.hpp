@@ -371,6 +371,7 @@ inline batch<Arch> scalef(const batch<Arch>& x, const batch<Arch>& n) {
 #if defined(__AVX512F__)
     return batch<Arch>(avx512::scalef(x, n));
 #else
+    (void)n;
     return x;
 #endif
 }

@@ -44,6 +44,9 @@ inline DType dtype_from_string(const std::string& name) {
 /// Whether a row of n elements can be stored as t (q8_0: whole blocks of 32).
 inline bool row_fits(DType t, std::size_t n) { return t != DType::q8_0 || n % block_q8_0::size == 0; }
 
+/// t when a row of n elements fits it, else f32 (a q8_0 model keeps such matrices in f32).
+inline DType fitting_type(DType t, std::size_t n) { return row_fits(t, n) ? t : DType::f32; }
+
 /// Bytes of one row of n elements of type t (throws when the row does not fit the type).
 inline std::size_t row_bytes(DType t, std::size_t n) {
     switch (t) {

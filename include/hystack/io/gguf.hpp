@@ -444,6 +444,13 @@ public:
         storage_->read_at(h_.data_offset + t.offset, dst.data(), dst.size());
     }
 
+    /// Copies the tensor's bytes [offset, offset + dst.size()) into dst (pread for a file).
+    void read_bytes(const GgufTensorInfo& t, std::size_t offset, std::span<std::byte> dst) const {
+        check(offset <= t.bytes && dst.size() <= t.bytes - offset, path_, ": tensor '", t.name, "': bytes [", offset,
+              ", ", offset + dst.size(), ") of ", t.bytes);
+        if (!dst.empty()) storage_->read_at(h_.data_offset + t.offset + offset, dst.data(), dst.size());
+    }
+
 private:
     GgufFile(std::string name, std::unique_ptr<detail::Storage> s) : path_(std::move(name)), storage_(std::move(s)) {
         h_ = detail::parse_gguf(storage_->data(), storage_->size(), path_);

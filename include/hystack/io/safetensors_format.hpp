@@ -17,6 +17,8 @@
 #include <utility>
 #include <vector>
 
+#include "../core/fp16.hpp"
+
 namespace hystack::io {
 
 /// Largest header accepted (the reference implementation's limit).
@@ -39,25 +41,7 @@ inline bool dtype_readable_as_float(std::string_view dtype) {
 }
 
 /// Exact IEEE half -> float (subnormals, infinities and NaN payloads included).
-inline float f16_to_float(std::uint16_t h) {
-    const std::uint32_t sign = std::uint32_t(h & 0x8000u) << 16;
-    const std::uint32_t exp = (h >> 10) & 0x1fu;
-    const std::uint32_t mant = h & 0x3ffu;
-    std::uint32_t bits;
-    if (exp == 0) {
-        // subnormal or zero: mant * 2^-24, exact in float (a normal float for every mant > 0)
-        const float v = float(mant) * 0x1p-24f;
-        std::memcpy(&bits, &v, 4);
-        bits |= sign;
-    } else if (exp == 31) {
-        bits = sign | 0x7f800000u | (mant << 13);  // inf (mant 0) or NaN with its payload
-    } else {
-        bits = sign | ((exp + (127 - 15)) << 23) | (mant << 13);
-    }
-    float f;
-    std::memcpy(&f, &bits, 4);
-    return f;
-}
+inline float f16_to_float(std::uint16_t h) { return fp16_to_float(h); }
 
 /// "[3, 4]"
 inline std::string shape_string(const std::vector<std::size_t>& shape) {

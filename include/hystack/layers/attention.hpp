@@ -34,6 +34,7 @@ struct AttentionConfig {
     bool rope = false;           // rotary embedding (rotate-half) on q and k; Jamba uses none
     double rope_theta = 10000.0;
     float scale = 0.0f;          // 0 = 1 / sqrt(head_dim)
+    DType weights = DType::f32;  // element type of the weight matrices (one whose rows do not fit stays f32)
 };
 
 /// Multi-head attention with grouped-query heads, weights under HF names (q_proj, k_proj, v_proj, o_proj
@@ -56,10 +57,10 @@ public:
 
     explicit AttentionLayer(AttentionConfig cfg) : cfg_(resolve(cfg)) {
         const std::size_t dm = cfg_.d_model, qd = cfg_.n_heads * cfg_.head_dim, kd = cfg_.n_kv_heads * cfg_.head_dim;
-        q_w_ = Weight(qd, dm);
-        k_w_ = Weight(kd, dm);
-        v_w_ = Weight(kd, dm);
-        o_w_ = Weight(dm, qd);
+        q_w_ = Weight(qd, dm, fitting_type(cfg.weights, dm));
+        k_w_ = Weight(kd, dm, fitting_type(cfg.weights, dm));
+        v_w_ = Weight(kd, dm, fitting_type(cfg.weights, dm));
+        o_w_ = Weight(dm, qd, fitting_type(cfg.weights, qd));
         if (cfg_.qkv_bias) {
             q_b_.resize(qd);
             k_b_.resize(kd);

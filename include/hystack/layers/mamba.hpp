@@ -45,6 +45,7 @@ struct MambaConfig {
     float rms_norm_eps = 1e-6f;
     bool conv_bias = true;
     bool proj_bias = false;  // in_proj / out_proj biases
+    DType weights = DType::f32;  // element type of the weight matrices (one whose rows do not fit stays f32)
 };
 
 /// Per-sequence state of a Mamba mixer: the conv state (the last d_conv-1 inputs of the convolution, token-major
@@ -116,16 +117,16 @@ public:
         check(cfg.d_conv >= 1, "MambaMixer: d_conv must be at least 1, got ", cfg.d_conv);
         check(cfg.dt_rank > 0, "MambaMixer: dt_rank must be positive, got ", cfg.dt_rank);
         const std::size_t di = cfg.d_inner, N = cfg.d_state;
-        in_proj_w_ = Weight(2 * di, cfg.d_model);
+        in_proj_w_ = Weight(2 * di, cfg.d_model, fitting_type(cfg.weights, cfg.d_model));
         if (cfg.proj_bias) in_proj_b_.resize(2 * di);
         conv_w_.resize(di, cfg.d_conv);
         if (cfg.conv_bias) conv_b_.resize(di);
-        x_proj_w_ = Weight(cfg.dt_rank + 2 * N, di);
-        dt_proj_w_ = Weight(di, cfg.dt_rank);
+        x_proj_w_ = Weight(cfg.dt_rank + 2 * N, di, fitting_type(cfg.weights, di));
+        dt_proj_w_ = Weight(di, cfg.dt_rank, fitting_type(cfg.weights, cfg.dt_rank));
         dt_proj_b_.resize(di);
         A_log_.resize(di, N);
         D_.resize(di);
-        out_proj_w_ = Weight(cfg.d_model, di);
+        out_proj_w_ = Weight(cfg.d_model, di, fitting_type(cfg.weights, di));
         if (cfg.proj_bias) out_proj_b_.resize(cfg.d_model);
         if (cfg.dt_bc_norm) {
             dt_norm_w_.resize(cfg.dt_rank);

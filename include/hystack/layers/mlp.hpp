@@ -18,6 +18,7 @@ namespace hystack {
 struct SwiGLUConfig {
     std::size_t d_model = 0;
     std::size_t hidden = 0;  // HF intermediate_size
+    DType weights = DType::f32;  // element type of the weight matrices (one whose rows do not fit stays f32)
 };
 
 /// Dense SwiGLU MLP (HF JambaMLP / LlamaMLP): y = down(silu(gate x) * up x), no biases.
@@ -33,7 +34,10 @@ public:
     };
 
     explicit SwiGLU(const SwiGLUConfig& cfg)
-        : cfg_(cfg), gate_(cfg.hidden, cfg.d_model), up_(cfg.hidden, cfg.d_model), down_(cfg.d_model, cfg.hidden) {
+        : cfg_(cfg),
+          gate_(cfg.hidden, cfg.d_model, fitting_type(cfg.weights, cfg.d_model)),
+          up_(cfg.hidden, cfg.d_model, fitting_type(cfg.weights, cfg.d_model)),
+          down_(cfg.d_model, cfg.hidden, fitting_type(cfg.weights, cfg.hidden)) {
         check(cfg.d_model > 0 && cfg.hidden > 0, "SwiGLU: d_model and hidden must be positive, got ", cfg.d_model, ", ",
               cfg.hidden);
         own_workspace().get<Work>().h.resize(cfg.hidden);  // one token: the convenience step never allocates

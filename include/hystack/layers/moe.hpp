@@ -26,6 +26,7 @@ struct SparseMoEConfig {
     std::size_t num_experts = 0;  // HF num_experts
     std::size_t top_k = 2;        // HF num_experts_per_tok
     bool renormalize = false;     // Jamba: false; Mixtral-style: true
+    DType weights = DType::f32;  // element type of the experts' weight matrices (the router stays f32) (one whose rows do not fit stays f32)
 };
 
 /// Routing figures of the last call (prefill, step or step_batch).
@@ -66,9 +67,9 @@ public:
     explicit SparseMoE(const SparseMoEConfig& cfg)
         : cfg_(cfg),
           router_(cfg.num_experts, cfg.d_model),
-          gate_(cfg.num_experts * cfg.hidden, cfg.d_model),
-          up_(cfg.num_experts * cfg.hidden, cfg.d_model),
-          down_(cfg.num_experts * cfg.d_model, cfg.hidden) {
+          gate_(cfg.num_experts * cfg.hidden, cfg.d_model, fitting_type(cfg.weights, cfg.d_model)),
+          up_(cfg.num_experts * cfg.hidden, cfg.d_model, fitting_type(cfg.weights, cfg.d_model)),
+          down_(cfg.num_experts * cfg.d_model, cfg.hidden, fitting_type(cfg.weights, cfg.hidden)) {
         check(cfg.d_model > 0 && cfg.hidden > 0 && cfg.num_experts > 0,
               "SparseMoE: d_model, hidden and num_experts must be positive, got ", cfg.d_model, ", ", cfg.hidden, ", ",
               cfg.num_experts);

@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <filesystem>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -64,7 +65,18 @@ inline ModelConfig jamba_model_config(const JambaConfig& c) {
 struct JambaLoadOptions {
     /// Called as tensors are read: (bytes read, bytes total).
     std::function<void(std::size_t, std::size_t)> progress;
+    /// Element type of the weight matrices: nullopt keeps them as stored (a BF16 checkpoint loads as
+    /// bf16), or f32 / bf16 / q8_0, converted while loading (see LoadOptions::weights).
+    std::optional<DType> weights;
 };
+
+/// The type a checkpoint's weights have as stored: that of its embedding table (HF checkpoints store
+/// every matrix alike), f32 when it has none.
+inline DType stored_weight_type(const Checkpoint& ckpt) {
+    for (const char* name : {"model.embed_tokens.weight", "lm_head.weight"})
+        if (ckpt.contains(name)) return stored_weight_type(ckpt.info(name).dtype);
+    return DType::f32;
+}
 
 /// The load options a Jamba checkpoint needs: "lm_head.weight" may be present although tied.
 inline LoadOptions jamba_load_options(bool tie_word_embeddings) {
@@ -84,7 +96,7 @@ void verify_jamba_checkpoint(const Checkpoint& ckpt, BasicCausalLM<StackT>& mode
 /// HybridStack<R>: throws when the config's attention layout disagrees with R, before any I/O).
 /// Builds the model the config describes, checks the checkpoint against the model's params() (every
 /// missing, misshapen or unused tensor in one hystack::error, before any tensor is read), then reads
-/// every tensor (F32/BF16/F16) into them.
+/// every tensor (F32/BF16/F16) into them, the weight matrices as opt.weights asks.
 template <class StackT = Stack>
 BasicCausalLM<StackT> load_jamba(const std::string& dir, const JambaLoadOptions& opt = {}) {
     namespace fs = std::filesystem;
@@ -95,9 +107,13 @@ BasicCausalLM<StackT> load_jamba(const std::string& dir, const JambaLoadOptions&
     if constexpr (requires(const StackConfig& sc) { StackT::checked_schedule(sc); })
         (void)StackT::checked_schedule(jamba_stack_config(cfg));
     const Checkpoint ckpt = Checkpoint::open(dir);
-    BasicCausalLM<StackT> model(jamba_model_config(cfg));
+    ModelConfig mc = jamba_model_config(cfg);
+    // built in the type it will hold, so no weight is allocated twice
+    mc.stack.weights = opt.weights.value_or(stored_weight_type(ckpt));
+    BasicCausalLM<StackT> model(mc);
     LoadOptions lo = jamba_load_options(cfg.tie_word_embeddings);
     lo.progress = opt.progress;
+    lo.weights = opt.weights;
     load_params(ckpt, model.params(), lo);
     model.on_weights_loaded();
     return model;

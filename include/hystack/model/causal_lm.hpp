@@ -68,9 +68,9 @@ public:
         check(stack_.d_model() == cfg.stack.d_model, "CausalLM: stack d_model ", stack_.d_model(), ", config ",
               cfg.stack.d_model);
         const std::size_t d = cfg.stack.d_model;
-        embed_ = Embedding(cfg.vocab_size, d);
+        embed_ = Embedding(cfg.vocab_size, d, fitting_type(cfg.stack.weights, d));
         final_norm_ = RMSNorm(d, cfg.stack.rms_norm_eps);
-        head_ = cfg.tie_word_embeddings ? LMHead::tied() : LMHead(cfg.vocab_size, d);
+        head_ = cfg.tie_word_embeddings ? LMHead::tied() : LMHead(cfg.vocab_size, d, fitting_type(cfg.stack.weights, d));
     }
     BasicCausalLM(BasicCausalLM&&) noexcept = default;
     BasicCausalLM& operator=(BasicCausalLM&&) noexcept = default;

@@ -31,6 +31,7 @@ struct JambaShapes {
         m.rms_norm_eps = c.rms_norm_eps;
         m.conv_bias = c.mamba_conv_bias;
         m.proj_bias = c.mamba_proj_bias;
+        m.weights = c.weights;
         return m;
     }
     static AttentionConfig attention(const StackConfig& c) {
@@ -42,9 +43,10 @@ struct JambaShapes {
         a.qkv_bias = c.attention_bias;
         a.o_bias = c.attention_bias;
         a.rope = false;  // Jamba attention has no positional encoding
+        a.weights = c.weights;
         return a;
     }
-    static SwiGLUConfig dense(const StackConfig& c) { return {c.d_model, c.intermediate_size}; }
+    static SwiGLUConfig dense(const StackConfig& c) { return {c.d_model, c.intermediate_size, c.weights}; }
     static SparseMoEConfig moe(const StackConfig& c) {
         SparseMoEConfig m;
         m.d_model = c.d_model;
@@ -52,6 +54,7 @@ struct JambaShapes {
         m.num_experts = c.num_experts;
         m.top_k = c.num_experts_per_tok;
         m.renormalize = false;
+        m.weights = c.weights;
         return m;
     }
 };

@@ -7,6 +7,7 @@
 
 #include "../core/error.hpp"
 #include "../core/layout.hpp"
+#include "../core/weight.hpp"
 #include "schedule.hpp"
 
 namespace hystack {
@@ -17,6 +18,7 @@ struct StackConfig {
     std::size_t num_layers = 0;  // num_hidden_layers
     float rms_norm_eps = 1e-6f;  // rms_norm_eps (decoder norms and Mamba's inner dt/B/C norms)
     float residual_multiplier = 1.0f;  // Granite's residual_multiplier: x += m * f(norm(x)); 1 elsewhere
+    DType weights = DType::f32;  // element type of every projection matrix, the embedding and the head
 
     // Attention (no positional encoding in Jamba: the Mamba layers carry position).
     std::size_t num_attention_heads = 0;  // num_attention_heads
