@@ -77,6 +77,25 @@ static void BM_load_bf16(benchmark::State& state) { load(state, "BF16"); }
 BENCHMARK(BM_load_bf16)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 // The page-cache limit: read(2) of the whole F32 file into the same (already touched) buffer.
+// A BF16 checkpoint's matrices loaded as `type` (0 f32, 1 bf16, 2 q8_0) through load_params: the
+// conversion while loading (widen, copy, or ggml's quantiser), one thread. Bytes = source (file) bytes.
+static void BM_load_convert(benchmark::State& state) {
+    const DType type = DType(std::uint8_t(state.range(0)));
+    state.SetLabel(std::string("bf16 -> ") + to_string(type));
+    const auto ckpt = io::Checkpoint::open(bench_file("BF16"));
+    const std::size_t rows = tensor_floats / 1024;
+    std::vector<Weight> weights(num_tensors);
+    for (auto& w : weights) w = Weight(rows, 1024, type);  // the model exists before loading
+    ParamList params;
+    for (std::size_t t = 0; t < num_tensors; ++t)
+        params.push_back(weights[t].param("model.layers." + std::to_string(t) + ".weight", {rows, 1024}));
+    io::LoadOptions opt;
+    opt.weights = type;
+    for (auto _ : state) io::load_params(ckpt, params, opt);
+    state.SetBytesProcessed(std::int64_t(state.iterations()) * std::int64_t(num_tensors * tensor_floats * 2));
+}
+BENCHMARK(BM_load_convert)->ArgName("type")->Arg(0)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
+
 static void BM_read_page_cache(benchmark::State& state) {
     const auto& path = bench_file("F32");
     auto& out = dest();

@@ -1,6 +1,7 @@
 // Whole-model benchmarks on J1 (vocab 256, d_model 1024, 16 layers, 1:8 attention:Mamba with
 // attention at layers 4 and 12, MoE with 8 experts top-2 at odd layers, dense SwiGLU 2816
-// elsewhere, 16 heads / 4 kv heads, d_state 16, d_conv 4, expand 2, dt_rank 64), f32 weights.
+// elsewhere, 16 heads / 4 kv heads, d_state 16, d_conv 4, expand 2, dt_rank 64), its weight matrices
+// in the type the last argument names (0 f32, 1 bf16, 2 q8_0: the same random model, converted).
 //   BM_model_prefill: 512 tokens from a fresh state (items = tokens).
 //   BM_model_decode: one token at 512 tokens of context (items = tokens; bytes = weights read per
 //   token, so bytes_per_second compares with BM_stream_read). Counters: bound_tokens_per_s =
@@ -21,15 +22,17 @@ namespace {
 
 using J1 = BasicCausalLM<HybridStack<std::ratio<1, 8>>>;
 
-J1& j1() {
-    static std::unique_ptr<J1> lm = [] {
-        const ModelConfig cfg = presets::j1();
-        auto m = std::make_unique<J1>(cfg);
+J1& j1(std::int64_t type = 0) {
+    static std::unique_ptr<J1> lm[3];
+    auto& m = lm[std::size_t(type)];
+    if (!m) {
+        ModelConfig cfg = presets::j1();
+        cfg.stack.weights = DType(std::uint8_t(type));
+        m = std::make_unique<J1>(cfg);
         randomize_params(m->params(), 42, bench::pool(2));
         m->on_weights_loaded();
-        return m;
-    }();
-    return *lm;
+    }
+    return *m;
 }
 
 std::vector<token_id> prompt(std::size_t n) {
@@ -42,7 +45,8 @@ std::vector<token_id> prompt(std::size_t n) {
 
 static void BM_model_prefill(benchmark::State& state) {
     const std::size_t L = std::size_t(state.range(0)), threads = std::size_t(state.range(1));
-    auto& lm = j1();
+    auto& lm = j1(state.range(2));
+    state.SetLabel(to_string(DType(std::uint8_t(state.range(2)))));
     auto& ex = bench::pool(threads);
     const auto ids = prompt(L);
     auto st = lm.make_state(L + 1);
@@ -55,15 +59,15 @@ static void BM_model_prefill(benchmark::State& state) {
     state.counters["tokens_per_s"] = benchmark::Counter(double(state.iterations()) * double(L), benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_model_prefill)
-    ->ArgNames({"tokens", "threads"})
-    ->Args({512, 1})
-    ->Args({512, 2})
+    ->ArgNames({"tokens", "threads", "type"})
+    ->ArgsProduct({{512}, {1, 2}, {0, 1, 2}})
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 
 static void BM_model_decode(benchmark::State& state) {
     const std::size_t ctx = std::size_t(state.range(0)), threads = std::size_t(state.range(1));
-    auto& lm = j1();
+    auto& lm = j1(state.range(2));
+    state.SetLabel(to_string(DType(std::uint8_t(state.range(2)))));
     auto& ex = bench::pool(threads);
     auto base = lm.make_state(ctx + 2);
     lm.prefill(prompt(ctx), base, ex);
@@ -93,8 +97,7 @@ static void BM_model_decode(benchmark::State& state) {
     state.counters["pct_of_bound"] = state.counters["pct_of_stream"].value;
 }
 BENCHMARK(BM_model_decode)
-    ->ArgNames({"context", "threads"})
-    ->Args({512, 1})
-    ->Args({512, 2})
+    ->ArgNames({"context", "threads", "type"})
+    ->ArgsProduct({{512}, {1, 2}, {0, 1, 2}})
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);

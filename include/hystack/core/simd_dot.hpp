@@ -141,4 +141,49 @@ inline constexpr bool vnni = false;
 #endif
 }  // namespace q8
 
+/// Two q8_0 blocks per AVX-512 register (lanes 0-7 the first block, 8-15 the second), with VNNI's
+/// vpdpbusd: half the instructions per block of q8, for the decode stream.
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512DQ__)
+#define HYSTACK_SIMD_Q8X2 1
+namespace q8x2 {
+using ivec = __m512i;
+using fvec = __m512;
+inline constexpr __mmask16 all16 = 0xFFFF;
+/// v in the low half, zero above (GCC 12's _mm512_zextsi256_si512 is an unmasked insert, see avx512).
+inline __m512i zext(__m256i v) { return _mm512_mask_inserti64x4(_mm512_setzero_si512(), __mmask8(0xFF), _mm512_setzero_si512(), v, 0); }
+/// Weight quants of blocks a and b as vpdpbusd's unsigned operand (w + 128); b = nullptr: one block,
+/// the other half contributes nothing (0).
+inline ivec load_w(const std::int8_t* a, const std::int8_t* b) {
+    const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a));
+    const __m256i hi = b ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b)) : _mm256_set1_epi8(char(0x80));
+    const __m512i v = _mm512_mask_inserti64x4(zext(lo), __mmask8(0xFF), zext(lo), hi, 1);
+    return _mm512_xor_si512(v, _mm512_set1_epi8(char(0x80)));
+}
+/// Activation quants of two consecutive blocks at p (one block: the other half zero).
+inline ivec load_x(const std::int8_t* p, bool two) {
+    return two ? _mm512_loadu_si512(p) : zext(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+/// The seeds (-128 * sum of x's quants) of the two blocks, in lanes 0 and 8.
+inline ivec seed(std::int32_t sum_a, std::int32_t sum_b) {
+    return _mm512_setr_epi32(-128 * sum_a, 0, 0, 0, 0, 0, 0, 0, -128 * sum_b, 0, 0, 0, 0, 0, 0, 0);
+}
+/// [d_a x 8 | d_b x 8] from half bits.
+inline fvec halves(std::uint16_t a, std::uint16_t b) {
+    return _mm512_maskz_cvtph_ps(all16, _mm256_setr_m128i(_mm_set1_epi16(short(a)), _mm_set1_epi16(short(b))));
+}
+/// [a x 8 | b x 8].
+inline fvec pair(float a, float b) { return _mm512_mask_broadcastss_ps(_mm512_set1_ps(a), __mmask16(0xFF00), _mm_set_ss(b)); }
+inline fvec zero() { return _mm512_setzero_ps(); }
+inline fvec mul(fvec a, fvec b) { return _mm512_mul_ps(a, b); }
+/// acc + float(sum_k w x lanes) * scale, the lanes of both blocks.
+inline fvec dot_fma(ivec w, ivec x, ivec s, fvec scale, fvec acc) {
+    return _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(all16, _mm512_dpbusd_epi32(s, w, x)), scale, acc);
+}
+/// Sum of the 16 lanes by one fixed tree (l + 8, then q8::reduce's).
+inline float reduce(fvec v) { return q8::reduce(_mm256_add_ps(avx512::half<0>(v), avx512::half<1>(v))); }
+}  // namespace q8x2
+#else
+#define HYSTACK_SIMD_Q8X2 0
+#endif
+
 }  // namespace hystack::simd

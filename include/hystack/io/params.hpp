@@ -66,7 +66,7 @@ inline void decode_source(std::string_view dtype, std::span<const std::byte> src
 
 /// Fills parameter p from its tensor, `dtype` values read by read(offset, dst bytes) (the shapes already
 /// checked): a weight of the same type is read straight into its storage, another type converted row
-/// by row (decode, then encode_row) through one row of scratch, a plain parameter decoded to floats.
+/// by row (decode, then encode_row) through a chunk of scratch, a plain parameter decoded to floats.
 template <class Read>
 void fill_param(const ParamRef& p, std::string_view dtype, Read&& read) {
     const std::size_t n = param_numel(p);
@@ -90,13 +90,18 @@ void fill_param(const ParamRef& p, std::string_view dtype, Read&& read) {
         read(0, dst);
         return;
     }
+    // rows in chunks of ~256 KB of source: one read per chunk, each row decoded and encoded in cache
     const std::size_t sb = source_bytes(dtype, cols), db = row_bytes(w.type(), cols);
-    raw.resize(sb);
+    const std::size_t chunk = std::max<std::size_t>(1, (std::size_t(256) << 10) / std::max<std::size_t>(sb, 1));
+    raw.resize(std::min(chunk, p.rows) * sb);
     row.resize(cols);
-    for (std::size_t r = 0; r < p.rows; ++r) {
-        read(r * sb, std::span<std::byte>(raw));
-        decode_source(dtype, raw, row);
-        encode_row(w.type(), row, dst.subspan(r * db, db));
+    for (std::size_t r0 = 0; r0 < p.rows; r0 += chunk) {
+        const std::size_t n = std::min(chunk, p.rows - r0);
+        read(r0 * sb, std::span<std::byte>(raw.data(), n * sb));
+        for (std::size_t r = 0; r < n; ++r) {
+            decode_source(dtype, std::span<const std::byte>(raw.data() + r * sb, sb), row);
+            encode_row(w.type(), row, dst.subspan((r0 + r) * db, db));
+        }
     }
 }
 

@@ -99,7 +99,8 @@ struct Q8Dot {
 
     /// out[i*RN + j] = x_i . w_j over K (whole blocks). xr [RM]: packed rows; wr [RN]: q8_0 rows. Each
     /// sum in one canonical order whatever RM and RN: per block, the int32 lanes of the block dot are
-    /// scaled by d_w d_x into 8 float lanes, blocks in order; the lanes by one fixed tree at the end.
+    /// scaled by d_w d_x into 8 float lanes (AVX-512 VNNI: two blocks side by side in 16 lanes), blocks
+    /// in order; the lanes by one fixed tree at the end.
     /// PrefetchNext (decode): `next` [RN] are the next tile's W rows, hinted into L2 a tile ahead.
     template <int RM, int RN, bool PrefetchNext = false>
     HYSTACK_LINEAR_NOINLINE static void tile(const std::byte* const* xr, const std::byte* const* wr, std::size_t K,
@@ -109,7 +110,34 @@ struct Q8Dot {
         for (int i = 0; i < RM; ++i) xp[i] = PackedQ8Row::at(xr[i], K);
         const block_q8_0* wp[RN];  // W rows [RN, nb]
         for (int j = 0; j < RN; ++j) wp[j] = reinterpret_cast<const block_q8_0*>(wr[j]);
-#if HYSTACK_SIMD_Q8
+#if HYSTACK_SIMD_Q8X2
+        {
+            namespace q8 = simd::q8x2;
+            q8::fvec acc[RM * RN];
+            for (auto& a : acc) a = q8::zero();
+            for (std::size_t b = 0; b < nb; b += 2) {
+                // acc[i][j] += (d_w d_x) * lanes of sum q_w q_x over blocks b and b + 1 (the last may be alone)
+                const bool two = b + 1 < nb;
+                const std::size_t b1 = two ? b + 1 : b;
+                q8::ivec xq[RM], seed[RM];
+                q8::fvec dx[RM];
+                for (int i = 0; i < RM; ++i) {
+                    xq[i] = q8::load_x(xp[i].q + b * block_q8_0::size, two);
+                    seed[i] = q8::seed(xp[i].sum[b], two ? xp[i].sum[b1] : 0);
+                    dx[i] = q8::pair(xp[i].d[b], two ? xp[i].d[b1] : 0.0f);
+                }
+                if constexpr (PrefetchNext)
+                    for (int j = 0; j < RN; ++j) simd::prefetch_l2(next[j] + b * sizeof(block_q8_0));
+                for (int j = 0; j < RN; ++j) {
+                    const q8::ivec w = q8::load_w(wp[j][b].qs, two ? wp[j][b1].qs : nullptr);
+                    const q8::fvec dw = q8::halves(wp[j][b].d, two ? wp[j][b1].d : std::uint16_t(0));
+                    for (int i = 0; i < RM; ++i)
+                        acc[i * RN + j] = q8::dot_fma(w, xq[i], seed[i], q8::mul(dw, dx[i]), acc[i * RN + j]);
+                }
+            }
+            for (int a = 0; a < RM * RN; ++a) out[a] = q8::reduce(acc[a]);
+        }
+#elif HYSTACK_SIMD_Q8
         {
             namespace q8 = simd::q8;
             q8::fvec acc[RM * RN];

@@ -4,15 +4,19 @@
 // Seeded random weights for demos, tests and benchmarks, by HF parameter name: norms 1,
 // Mamba's A_log = log(1..d_state), D = 1, dt_proj.bias = softplus^-1 of dt in [1e-3, 1e-1]
 // (Mamba's init), other biases 0, matrices uniform in +-1/sqrt(fan_in), embeddings uniform +-1.
-// Deterministic: the value of element j of parameter p depends only on (seed, p, j).
+// Deterministic: the value of element j of parameter p depends only on (seed, p, j); a weight of
+// another type than f32 holds those values converted (bf16 rounded, q8_0 quantised).
 
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
+#include <algorithm>
 
 #include "../core/executor.hpp"
 #include "../core/param.hpp"
+#include "../core/weight.hpp"
 
 namespace hystack {
 
@@ -52,22 +56,35 @@ void randomize_params(const ParamList& params, std::uint64_t seed, Exec& exec) {
         else if (detail::ends_with(n, "dt_proj.bias")) role = 3;
         else if (detail::ends_with(n, "bias")) role = 4;
         else if (detail::ends_with(n, "embed_tokens.weight")) role = 5;
-        auto body = [&](std::size_t b, std::size_t e) {
-            for (std::size_t j = b; j < e; ++j) {
-                float& v = ref.data[j];
-                switch (role) {
-                    case 1: v = 1.0f; break;
-                    case 2: v = std::log(float(j % last + 1)); break;
-                    case 3: {
-                        const float dt = std::exp(std::log(1e-3f) + uni(j) * (std::log(1e-1f) - std::log(1e-3f)));
-                        v = dt + std::log(-std::expm1(-dt));  // softplus^-1(dt)
-                        break;
-                    }
-                    case 4: v = 0.0f; break;
-                    case 5: v = 2.0f * uni(j) - 1.0f; break;
-                    default: v = a * (2.0f * uni(j) - 1.0f);
+        auto value = [&](std::size_t j) -> float {
+            switch (role) {
+                case 1: return 1.0f;
+                case 2: return std::log(float(j % last + 1));
+                case 3: {
+                    const float dt = std::exp(std::log(1e-3f) + uni(j) * (std::log(1e-1f) - std::log(1e-3f)));
+                    return dt + std::log(-std::expm1(-dt));  // softplus^-1(dt)
                 }
+                case 4: return 0.0f;
+                case 5: return 2.0f * uni(j) - 1.0f;
+                default: return a * (2.0f * uni(j) - 1.0f);
             }
+        };
+        if (ref.weight && ref.data.empty()) {
+            // a weight of another type: the f32 values, converted row by row (encode_row)
+            Weight& w = *ref.weight;
+            const std::size_t cols = w.cols();
+            exec.parallel_for(ref.rows, std::max<std::size_t>(1, (1u << 14) / std::max<std::size_t>(cols, 1)),
+                              [&](std::size_t r0, std::size_t r1) {
+                                  std::vector<float> row(cols);
+                                  for (std::size_t r = r0; r < r1; ++r) {
+                                      for (std::size_t c = 0; c < cols; ++c) row[c] = value(r * cols + c);
+                                      encode_row(w.type(), row, w.row_bytes(ref.row0 + r, 1));
+                                  }
+                              });
+            continue;
+        }
+        auto body = [&](std::size_t b, std::size_t e) {
+            for (std::size_t j = b; j < e; ++j) ref.data[j] = value(j);
         };
         if (ref.data.size() >= (1u << 16))
             exec.parallel_for(ref.data.size(), 1u << 14, body);
