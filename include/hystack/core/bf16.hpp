@@ -50,10 +50,10 @@ inline void widen(std::span<const bf16> src, std::span<float> dst) {
     check(src.size() == dst.size(), "widen: expected output of size [", src.size(), "], got [", dst.size(), "]");
     std::size_t i = 0;
 #if !defined(XSIMD_NO_SUPPORTED_ARCHITECTURE)
-    constexpr std::size_t W = simd::width<Arch>;
-    alignas(64) std::int32_t tmp[W];
-    for (; i + W <= src.size(); i += W) {
-        for (std::size_t j = 0; j < W; ++j) tmp[j] = std::int32_t(std::uint32_t(src[i + j].bits) << 16);
+    constexpr std::size_t VL = simd::width<Arch>;
+    alignas(64) std::int32_t tmp[VL];
+    for (; i + VL <= src.size(); i += VL) {
+        for (std::size_t j = 0; j < VL; ++j) tmp[j] = std::int32_t(std::uint32_t(src[i + j].bits) << 16);
         simd::store<Arch>(dst.data() + i, simd::as_float<Arch>(simd::ibatch<Arch>::load_aligned(tmp)));
     }
 #endif
@@ -67,9 +67,9 @@ inline void narrow(std::span<const float> src, std::span<bf16> dst) {
     std::size_t i = 0;
 #if !defined(XSIMD_NO_SUPPORTED_ARCHITECTURE)
     using I = simd::ibatch<Arch>;
-    constexpr std::size_t W = simd::width<Arch>;
-    alignas(64) std::int32_t tmp[W];
-    for (; i + W <= src.size(); i += W) {
+    constexpr std::size_t VL = simd::width<Arch>;
+    alignas(64) std::int32_t tmp[VL];
+    for (; i + VL <= src.size(); i += VL) {
         const auto x = simd::load<Arch>(src.data() + i);
         const I u = simd::as_int<Arch>(x);
         const I lsb = simd::shift_right<16>(u) & I(1);  // arithmetic shift is fine: we keep only bit 0
@@ -77,7 +77,7 @@ inline void narrow(std::span<const float> src, std::span<bf16> dst) {
         const I nan = (u | I(0x00400000));
         const I r = simd::select<Arch>(simd::mask_to_int<Arch>(simd::isnan<Arch>(x)), nan, rounded);
         r.store_aligned(tmp);
-        for (std::size_t j = 0; j < W; ++j) dst[i + j].bits = std::uint16_t(std::uint32_t(tmp[j]) >> 16);
+        for (std::size_t j = 0; j < VL; ++j) dst[i + j].bits = std::uint16_t(std::uint32_t(tmp[j]) >> 16);
     }
 #endif
     for (; i < src.size(); ++i) dst[i] = bf16(src[i]);

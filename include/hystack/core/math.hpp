@@ -162,8 +162,8 @@ inline void apply(std::span<const float> in, std::span<float> out, const char* w
     const float* src = in.data();  // x [n]
     float* dst = out.data();       // y [n]
 #if !defined(XSIMD_NO_SUPPORTED_ARCHITECTURE)
-    constexpr std::size_t W = simd::width<Arch>;
-    for (; i + W <= n; i += W) simd::store<Arch>(dst + i, vop(simd::load<Arch>(src + i)));
+    constexpr std::size_t VL = simd::width<Arch>;
+    for (; i + VL <= n; i += VL) simd::store<Arch>(dst + i, vop(simd::load<Arch>(src + i)));
 #endif
     for (; i < n; ++i) dst[i] = sop(src[i]);
 }

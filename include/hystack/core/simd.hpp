@@ -124,13 +124,13 @@ inline float reduce_add(const batch<Arch>& v) {
 #endif
 }
 
-/// out[a] = the lanes of v[a] summed by one fixed halving tree (s_l += s_{l+h} for h = W/2, ..., 1),
+/// out[a] = the lanes of v[a] summed by one fixed halving tree (s_l += s_{l+h} for h = VL/2, ..., 1),
 /// for a < N. On AVX-512 sixteen sums share one transposed tree (15 adds, 30 shuffles, no horizontal
 /// adds); elsewhere the same tree runs on the stored lanes. Each sum depends only on its own vector,
 /// so results do not depend on N or on what else is summed with it (linear's canonical order).
 template <class Arch, std::size_t N>
 inline void reduce_add_many(const batch<Arch> (&v)[N], float* out) {
-    constexpr std::size_t W = width<Arch>;
+    constexpr std::size_t VL = width<Arch>;
 #if defined(__AVX512F__)
     if constexpr (is_avx512<Arch>) {
         for (std::size_t g = 0; g < N; g += 16) {
@@ -165,10 +165,10 @@ inline void reduce_add_many(const batch<Arch> (&v)[N], float* out) {
         return;
     }
 #endif
-    alignas(64) float s[W];
+    alignas(64) float s[VL];
     for (std::size_t a = 0; a < N; ++a) {
         v[a].store_aligned(s);
-        for (std::size_t h = W / 2; h >= 1; h /= 2)
+        for (std::size_t h = VL / 2; h >= 1; h /= 2)
             for (std::size_t l = 0; l < h; ++l) s[l] += s[l + h];
         out[a] = s[0];
     }

@@ -72,10 +72,10 @@ inline void visible_range(std::size_t p_first, std::size_t p_last, std::size_t w
 #if !defined(XSIMD_NO_SUPPORTED_ARCHITECTURE)
 
 template <class Arch>
-inline constexpr std::size_t W = simd::width<Arch>;
+inline constexpr std::size_t lanes = simd::width<Arch>;
 /// Registers available for accumulators (32 with AVX-512, 16 otherwise).
 template <class Arch>
-inline constexpr int acc_regs = W<Arch> >= 16 ? 32 : 16;
+inline constexpr int acc_regs = lanes<Arch> >= 16 ? 32 : 16;
 
 #endif  // SIMD
 

@@ -59,7 +59,7 @@ inline std::size_t dot_scratch(std::size_t H, std::size_t G, std::size_t d) { re
 
 /// Query rows scored per pass over a K block (their accumulators, the block's K vectors and a broadcast fit in registers).
 template <class Arch>
-inline constexpr int dot_rows = std::max(1, std::min(8, (acc_regs<Arch> - 4) / int(dot_block / W<Arch> + 1)));
+inline constexpr int dot_rows = std::max(1, std::min(8, (acc_regs<Arch> - 4) / int(dot_block / lanes<Arch> + 1)));
 
 // S[r, u] = q_r . K[u] for RG rows and the dot_block keys of one block: K as transposed tiles at
 // kt + j * tile_stride (tile j [D, kv_tile]); scores land in lanes in key order, no horizontal sums:
@@ -68,9 +68,9 @@ inline constexpr int dot_rows = std::max(1, std::min(8, (acc_regs<Arch> - 4) / i
 // pf (or null): the next block's first tile; its first pf_tiles tiles are prefetched, one line per tile and dim.
 template <class Arch, int RG, std::size_t D>
 inline void dot_scores(const float* qs /*[RG, D]*/, const float* kt, std::size_t tile_stride, const float* pf, std::size_t pf_tiles,
-                       simd::batch<Arch> (*sc)[dot_block / W<Arch>]) {
+                       simd::batch<Arch> (*sc)[dot_block / lanes<Arch>]) {
     using B = simd::batch<Arch>;
-    constexpr std::size_t Wd = W<Arch>, NV = dot_block / Wd, VPT = kv_tile / Wd;
+    constexpr std::size_t VL = lanes<Arch>, NV = dot_block / VL, VPT = kv_tile / VL;
     constexpr std::size_t S = RG * NV < 8 ? 2 : 1;
     B acc[S][RG][NV];
     for (std::size_t h = 0; h < S; ++h)
@@ -82,7 +82,7 @@ inline void dot_scores(const float* qs /*[RG, D]*/, const float* kt, std::size_t
             const std::size_t t = t0 + h;
             B kv[NV];
             for (std::size_t v = 0; v < NV; ++v) {
-                kv[v] = simd::load<Arch>(kt + (v / VPT) * tile_stride + t * kv_tile + (v % VPT) * Wd);
+                kv[v] = simd::load<Arch>(kt + (v / VPT) * tile_stride + t * kv_tile + (v % VPT) * VL);
                 if constexpr (RG > 1) simd::pin<Arch>(kv[v]);  // one load for the RG rows
             }
             for (int r = 0; r < RG; ++r) {
@@ -105,17 +105,17 @@ inline void dot_scores(const float* qs /*[RG, D]*/, const float* kt, std::size_t
 }
 
 // O[r, :] = O[r, :] * alpha_r + sum_k P[r, k] V[k, :] for RG rows r0.. and block keys ka <= k < kb;
-// P [rows, dot_block], V rows at vbase + (k - ka) * vstride, D = DC * W dims. pf (or null): V row k - ka
+// P [rows, dot_block], V rows at vbase + (k - ka) * vstride, D = DC * VL dims. pf (or null): V row k - ka
 // of the next block, prefetched while key k is used for k < pf_keys.
 template <class Arch, int RG, std::size_t D>
 inline void dot_pv(const float* P, std::size_t r0, const float* alpha, const float* vbase, std::size_t vstride, std::size_t ka,
                    std::size_t kb, const float* pf, std::size_t pf_keys, float* O /*[rows, D]*/) {
     using B = simd::batch<Arch>;
-    constexpr std::size_t Wd = W<Arch>, DC = D / Wd;
+    constexpr std::size_t VL = lanes<Arch>, DC = D / VL;
     B acc[RG][DC];
     for (int r = 0; r < RG; ++r) {
         const B a(alpha[r0 + r]);
-        for (std::size_t c = 0; c < DC; ++c) acc[r][c] = simd::load<Arch>(O + (r0 + r) * D + c * Wd) * a;
+        for (std::size_t c = 0; c < DC; ++c) acc[r][c] = simd::load<Arch>(O + (r0 + r) * D + c * VL) * a;
     }
     const float* vr = vbase;
     for (std::size_t k = ka; k < kb; ++k, vr += vstride) {
@@ -124,17 +124,17 @@ inline void dot_pv(const float* P, std::size_t r0, const float* alpha, const flo
         B p[RG];
         for (int r = 0; r < RG; ++r) p[r] = B(P[(r0 + r) * dot_block + k]);
         for (std::size_t c = 0; c < DC; ++c) {
-            B v = simd::load<Arch>(vr + c * Wd);
+            B v = simd::load<Arch>(vr + c * VL);
             if constexpr (RG > 1) simd::pin<Arch>(v);  // one load for the RG rows
             for (int r = 0; r < RG; ++r) acc[r][c] = simd::fma<Arch>(p[r], v, acc[r][c]);
         }
     }
     for (int r = 0; r < RG; ++r)
-        for (std::size_t c = 0; c < DC; ++c) simd::store<Arch>(O + (r0 + r) * D + c * Wd, acc[r][c]);
+        for (std::size_t c = 0; c < DC; ++c) simd::store<Arch>(O + (r0 + r) * D + c * VL, acc[r][c]);
 }
 
 template <class Arch, std::size_t D>
-inline constexpr int pv_rows = std::max(1, std::min(8, (acc_regs<Arch> - 6) / int(D / W<Arch>)));
+inline constexpr int pv_rows = std::max(1, std::min(8, (acc_regs<Arch> - 6) / int(D / lanes<Arch>)));
 
 template <class Arch, std::size_t D, int RG = pv_rows<Arch, D>>
 inline void dot_pv_rows(std::size_t r0, std::size_t rows, const float* P, const float* alpha, const float* vbase, std::size_t vstride,
@@ -153,13 +153,13 @@ template <class Arch, int RG, std::size_t D>
 inline void dot_softmax(const float* qs, std::size_t h0, std::size_t r0, const float* kt, std::size_t tile_stride, const float* pf,
                         std::size_t pf_tiles, std::size_t ka, std::size_t kb, float* m, float* l, float* P, float* alpha) {
     using B = simd::batch<Arch>;
-    constexpr std::size_t Wd = W<Arch>, NV = dot_block / Wd;
+    constexpr std::size_t VL = lanes<Arch>, NV = dot_block / VL;
     B sc[RG][NV];
     dot_scores<Arch, RG, D>(qs + (h0 + r0) * D, kt, tile_stride, pf, pf_tiles, sc);
     if (ka > 0 || kb < dot_block) {
         const B lo = B(float(ka)), hi = B(float(kb)), ninf = B(neg_inf);
         for (std::size_t v = 0; v < NV; ++v) {
-            const B key = simd::iota<Arch>() + B(float(v * Wd));
+            const B key = simd::iota<Arch>() + B(float(v * VL));
             const auto out = (key < lo) || (key >= hi);
             for (int r = 0; r < RG; ++r) sc[r][v] = xsimd::select(out, ninf, sc[r][v]);
         }
@@ -172,7 +172,7 @@ inline void dot_softmax(const float* qs, std::size_t h0, std::size_t r0, const f
         B sum(0.0f);
         for (std::size_t v = 0; v < NV; ++v) {
             const B p = math::exp_nonpos<Arch>(sc[r][v] - B(mn));
-            simd::store<Arch>(P + (r0 + r) * dot_block + v * Wd, p);
+            simd::store<Arch>(P + (r0 + r) * dot_block + v * VL, p);
             sum += p;
         }
         // alpha = e^(m - m'): 1 while the running max holds (most blocks of a long context)
@@ -272,8 +272,8 @@ void attention_decode(MatrixView<const float> q, std::span<const std::size_t> po
     float* base = ws.reserve(attention_decode_workspace<Arch>(dims, B, threads));
     const float scale = dims.effective_scale();
 #if !defined(XSIMD_NO_SUPPORTED_ARCHITECTURE)
-    constexpr std::size_t Wd = W<Arch>;
-    const bool dot_ok = d % Wd == 0 && (d == 64 || d == 128);
+    constexpr std::size_t VL = lanes<Arch>;
+    const bool dot_ok = d % VL == 0 && (d == 64 || d == 128);
     if (path == AttentionPath::automatic) path = dot_ok ? AttentionPath::dot : AttentionPath::lane;
     check(path != AttentionPath::dot || dot_ok, "attention_decode: the dot path needs head_dim 64 or 128");
     if (path == AttentionPath::lane) {
@@ -285,7 +285,7 @@ void attention_decode(MatrixView<const float> q, std::span<const std::size_t> po
             for (std::size_t t = t0; t < t1; ++t) {
                 const std::size_t b = t / (Hk * nhc), g = (t / nhc) % Hk, hc = t % nhc;
                 const std::size_t h0 = g * G + hc * Gc, gc = std::min(Gc, G - hc * Gc);
-                const std::size_t RB = (gc + Wd - 1) / Wd;
+                const std::size_t RB = (gc + VL - 1) / VL;
                 // A one-row view at position pos[b] (past = pos[b], p0 = 0).
                 MatrixView<const float> qb = q.rows_slice(b, 1);
                 MatrixView<float> ob = out.rows_slice(b, 1);

@@ -28,7 +28,7 @@ namespace detail::attn {
 
 /// Rows per lane task: 4 SIMD batches.
 template <class Arch>
-inline constexpr std::size_t max_rows = 4 * W<Arch>;
+inline constexpr std::size_t max_rows = 4 * lanes<Arch>;
 /// Keys per tile of the lane path (S^T, K and V tiles stay in L1/L2).
 inline constexpr std::size_t key_tile = 64;
 /// Keys per QK register block / head dims per PV register block for RB row batches.
@@ -48,7 +48,7 @@ inline std::size_t lane_scratch(std::size_t d) {
 template <class Arch, int RB, int D, std::size_t DS>
 inline void qk_tile(const float* Qt, const KVSegment& sg, std::size_t i0, std::size_t g, std::size_t nk, std::size_t d_rt, float* St) {
     using B = simd::batch<Arch>;
-    constexpr std::size_t Wd = W<Arch>, RS = max_rows<Arch>;
+    constexpr std::size_t VL = lanes<Arch>, RS = max_rows<Arch>;
     constexpr int KB = kblock<Arch, RB>;
     const std::size_t d = D ? std::size_t(D) : d_rt;
     for (std::size_t k0 = 0; k0 < nk; k0 += KB) {
@@ -59,14 +59,14 @@ inline void qk_tile(const float* Qt, const KVSegment& sg, std::size_t i0, std::s
             for (int rb = 0; rb < RB; ++rb) acc[kk][rb] = B(0.0f);
         for (std::size_t t = 0; t < d; ++t) {
             B qv[RB];
-            for (int rb = 0; rb < RB; ++rb) qv[rb] = simd::load_aligned<Arch>(Qt + t * RS + rb * Wd);
+            for (int rb = 0; rb < RB; ++rb) qv[rb] = simd::load_aligned<Arch>(Qt + t * RS + rb * VL);
             for (int kk = 0; kk < KB; ++kk) {
                 const B kv(kr[kk][t * DS]);
                 for (int rb = 0; rb < RB; ++rb) acc[kk][rb] = simd::fma<Arch>(kv, qv[rb], acc[kk][rb]);
             }
         }
         for (int kk = 0; kk < KB; ++kk)
-            for (int rb = 0; rb < RB; ++rb) simd::store<Arch>(St + (k0 + kk) * RS + rb * Wd, acc[kk][rb]);
+            for (int rb = 0; rb < RB; ++rb) simd::store<Arch>(St + (k0 + kk) * RS + rb * VL, acc[kk][rb]);
     }
 }
 
@@ -75,7 +75,7 @@ inline void qk_tile(const float* Qt, const KVSegment& sg, std::size_t i0, std::s
 template <class Arch, int RB, int D>
 inline void pv_tile(const float* Pt, const float* vbase, std::size_t vstride, std::size_t nk, std::size_t d_rt, float* Ot) {
     using B = simd::batch<Arch>;
-    constexpr std::size_t Wd = W<Arch>, RS = max_rows<Arch>;
+    constexpr std::size_t VL = lanes<Arch>, RS = max_rows<Arch>;
     constexpr int DB = kblock<Arch, RB>;
     const std::size_t d = D ? std::size_t(D) : d_rt;
     for (std::size_t d0 = 0; d0 < d; d0 += DB) {
@@ -83,18 +83,18 @@ inline void pv_tile(const float* Pt, const float* vbase, std::size_t vstride, st
         for (int dd = 0; dd < DB; ++dd) off[dd] = std::min(d0 + dd, d - 1);
         B acc[DB][RB];
         for (int dd = 0; dd < DB; ++dd)
-            for (int rb = 0; rb < RB; ++rb) acc[dd][rb] = simd::load_aligned<Arch>(Ot + (d0 + dd) * RS + rb * Wd);
+            for (int rb = 0; rb < RB; ++rb) acc[dd][rb] = simd::load_aligned<Arch>(Ot + (d0 + dd) * RS + rb * VL);
         const float* vr = vbase;
         for (std::size_t k = 0; k < nk; ++k, vr += vstride) {
             B p[RB];
-            for (int rb = 0; rb < RB; ++rb) p[rb] = simd::load_aligned<Arch>(Pt + k * RS + rb * Wd);
+            for (int rb = 0; rb < RB; ++rb) p[rb] = simd::load_aligned<Arch>(Pt + k * RS + rb * VL);
             for (int dd = 0; dd < DB; ++dd) {
                 const B vb(vr[off[dd]]);
                 for (int rb = 0; rb < RB; ++rb) acc[dd][rb] = simd::fma<Arch>(vb, p[rb], acc[dd][rb]);
             }
         }
         for (int dd = 0; dd < DB; ++dd)
-            for (int rb = 0; rb < RB; ++rb) simd::store<Arch>(Ot + (d0 + dd) * RS + rb * Wd, acc[dd][rb]);
+            for (int rb = 0; rb < RB; ++rb) simd::store<Arch>(Ot + (d0 + dd) * RS + rb * VL, acc[dd][rb]);
     }
 }
 
@@ -105,40 +105,40 @@ template <class Arch, int RB>
 inline void softmax_tile(float* St, std::size_t nk, bool mask, double rj0, const float* posv, float window_f, float* m, float* l,
                          float* Ot, std::size_t d) {
     using B = simd::batch<Arch>;
-    constexpr std::size_t Wd = W<Arch>, RS = max_rows<Arch>;
+    constexpr std::size_t VL = lanes<Arch>, RS = max_rows<Arch>;
     const B ninf(neg_inf), zero(0.0f);
     B alpha[RB];
     for (int rb = 0; rb < RB; ++rb) {
-        const B pl = simd::load_aligned<Arch>(posv + rb * Wd);
-        const B m_old = simd::load_aligned<Arch>(m + rb * Wd);
+        const B pl = simd::load_aligned<Arch>(posv + rb * VL);
+        const B m_old = simd::load_aligned<Arch>(m + rb * VL);
         B mx = m_old;
         if (mask) {
             const B wf(window_f);
             for (std::size_t k = 0; k < nk; ++k) {
                 const B rj(float(rj0 + double(k)));
-                B s = simd::load_aligned<Arch>(St + k * RS + rb * Wd);
+                B s = simd::load_aligned<Arch>(St + k * RS + rb * VL);
                 s = xsimd::select((rj > pl) || ((pl - rj) >= wf), ninf, s);
-                simd::store<Arch>(St + k * RS + rb * Wd, s);
+                simd::store<Arch>(St + k * RS + rb * VL, s);
                 mx = simd::max<Arch>(mx, s);
             }
         } else {
-            for (std::size_t k = 0; k < nk; ++k) mx = simd::max<Arch>(mx, simd::load_aligned<Arch>(St + k * RS + rb * Wd));
+            for (std::size_t k = 0; k < nk; ++k) mx = simd::max<Arch>(mx, simd::load_aligned<Arch>(St + k * RS + rb * VL));
         }
         // A row with no visible key so far keeps m = -inf; subtract 0 instead so exp gives 0, not NaN.
         const B msafe = xsimd::select(mx == ninf, zero, mx);
         alpha[rb] = math::exp_nonpos<Arch>(m_old - msafe);
         B sum(0.0f);
         for (std::size_t k = 0; k < nk; ++k) {
-            const B p = math::exp_nonpos<Arch>(simd::load_aligned<Arch>(St + k * RS + rb * Wd) - msafe);
-            simd::store<Arch>(St + k * RS + rb * Wd, p);
+            const B p = math::exp_nonpos<Arch>(simd::load_aligned<Arch>(St + k * RS + rb * VL) - msafe);
+            simd::store<Arch>(St + k * RS + rb * VL, p);
             sum += p;
         }
-        simd::store<Arch>(l + rb * Wd, simd::fma<Arch>(simd::load_aligned<Arch>(l + rb * Wd), alpha[rb], sum));
-        simd::store<Arch>(m + rb * Wd, mx);
+        simd::store<Arch>(l + rb * VL, simd::fma<Arch>(simd::load_aligned<Arch>(l + rb * VL), alpha[rb], sum));
+        simd::store<Arch>(m + rb * VL, mx);
     }
     for (std::size_t t = 0; t < d; ++t)
         for (int rb = 0; rb < RB; ++rb)
-            simd::store<Arch>(Ot + t * RS + rb * Wd, simd::load_aligned<Arch>(Ot + t * RS + rb * Wd) * alpha[rb]);
+            simd::store<Arch>(Ot + t * RS + rb * VL, simd::load_aligned<Arch>(Ot + t * RS + rb * VL) * alpha[rb]);
 }
 
 /// One lane task: query positions past + p0 .. past + p0 + nq - 1, query heads h0 .. h0 + Gc - 1

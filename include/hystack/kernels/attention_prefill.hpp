@@ -43,7 +43,7 @@ void attention(MatrixView<const float> q, std::size_t past, const KVView& kv, Ma
     }
 #if !defined(XSIMD_NO_SUPPORTED_ARCHITECTURE)
     if (path != AttentionPath::scalar) {
-        constexpr std::size_t Wd = W<Arch>, RM = max_rows<Arch>;
+        constexpr std::size_t VL = lanes<Arch>, RM = max_rows<Arch>;
         // Heads of a group split into chunks of <= RM rows; query blocks of RM / Gc positions.
         const std::size_t nhc = (G + RM - 1) / RM, Gc = (G + nhc - 1) / nhc;
         const std::size_t nq = std::max<std::size_t>(1, RM / Gc);
@@ -59,7 +59,7 @@ void attention(MatrixView<const float> q, std::size_t past, const KVView& kv, Ma
                 const std::size_t qb = (z % 2 == 0) ? z / 2 : nqb - 1 - z / 2;
                 const std::size_t p0 = qb * nq, n = std::min(nq, L - p0);
                 const std::size_t h0 = g * G + hc * Gc, gc = std::min(Gc, G - hc * Gc);
-                const std::size_t RB = (n * gc + Wd - 1) / Wd;
+                const std::size_t RB = (n * gc + VL - 1) / VL;
                 if (d == 64)
                     lane_task_rb<Arch, 64>(RB, q, past, p0, n, g, h0, gc, kv, out, dims, scratch);
                 else if (d == 128)

@@ -74,17 +74,17 @@ template <std::size_t KC, class Arch>
 void conv1d_simd_channels(MatrixView<const float> x, MatrixView<const float> w, std::span<const float> bias,
                           MatrixView<float> state, MatrixView<float> out, std::size_t c0, std::size_t c1) {
     using Bt = simd::batch<Arch>;
-    constexpr std::size_t W = simd::width<Arch>;
+    constexpr std::size_t VL = simd::width<Arch>;
     constexpr std::size_t kmax = KC ? KC : 64;
     constexpr std::size_t buf = 8192;
     const std::size_t L = x.rows, K = KC ? KC : w.cols;
-    const std::size_t tile = std::min<std::size_t>(2048, std::max<std::size_t>(W, buf / K / W * W));
+    const std::size_t tile = std::min<std::size_t>(2048, std::max<std::size_t>(VL, buf / K / VL * VL));
     alignas(64) float wt[buf];  // wt [K, tile]
     // Outputs far larger than the caches go around them (no read-for-ownership of out's lines: a third
     // of the memory traffic); smaller ones stay cached for the projection that reads them next.
     const bool stream = out.rows * out.cols * sizeof(float) >= conv1d_stream_bytes &&
-                        reinterpret_cast<std::uintptr_t>(out.data) % (W * sizeof(float)) == 0 && out.stride % W == 0 &&
-                        c0 % W == 0;
+                        reinterpret_cast<std::uintptr_t>(out.data) % (VL * sizeof(float)) == 0 && out.stride % VL == 0 &&
+                        c0 % VL == 0;
     for (std::size_t a = c0; a < c1; a += tile) {
         const std::size_t n = std::min(tile, c1 - a);
         for (std::size_t k = 0; k < K; ++k)
@@ -97,7 +97,7 @@ void conv1d_simd_channels(MatrixView<const float> x, MatrixView<const float> w, 
                 rows[k] = j >= 0 ? x.row(std::size_t(j)) : state.row(std::size_t(std::ptrdiff_t(K - 1) + j));
             }
             float* o = out.row(t);
-            for (std::size_t i = 0; i < n; i += W) {
+            for (std::size_t i = 0; i < n; i += VL) {
                 const std::size_t c = a + i;
                 // out = silu(bias + sum_k w[k] * xs[t - K + 1 + k])
                 Bt acc = bias.empty() ? Bt(0.0f) : simd::load<Arch>(bias.data() + c);
@@ -115,7 +115,7 @@ void conv1d_simd_channels(MatrixView<const float> x, MatrixView<const float> w, 
             const std::ptrdiff_t s = std::ptrdiff_t(L + j) - std::ptrdiff_t(K - 1);
             const float* src = s >= 0 ? x.row(std::size_t(s)) : state.row(L + j);
             float* dst = state.row(j);
-            for (std::size_t i = 0; i < n; i += W) simd::store<Arch>(dst + a + i, simd::load<Arch>(src + a + i));
+            for (std::size_t i = 0; i < n; i += VL) simd::store<Arch>(dst + a + i, simd::load<Arch>(src + a + i));
         }
     }
 }
@@ -127,8 +127,8 @@ void conv1d_channels(MatrixView<const float> x, MatrixView<const float> w, std::
                      MatrixView<float> state, MatrixView<float> out, std::size_t c0, std::size_t c1) {
     std::size_t cv = c0;
 #if !defined(XSIMD_NO_SUPPORTED_ARCHITECTURE)
-    constexpr std::size_t W = simd::width<Arch>;
-    const std::size_t nv = (c1 - c0) / W * W;
+    constexpr std::size_t VL = simd::width<Arch>;
+    const std::size_t nv = (c1 - c0) / VL * VL;
     if (nv && w.cols == 4) {
         conv1d_simd_channels<4, Arch>(x, w, bias, state, out, c0, c0 + nv);
         cv = c0 + nv;

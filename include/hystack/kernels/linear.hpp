@@ -101,7 +101,7 @@ constexpr std::size_t linear_vector_part(std::size_t K) {
 }
 
 #if !defined(XSIMD_NO_SUPPORTED_ARCHITECTURE)
-/// One K block of an RM x RN tile: acc[i*RN + j] += x_i[k..k+W) * w_j[k..k+W) for k in [k0, k1)
+/// One K block of an RM x RN tile: acc[i*RN + j] += x_i[k..k+VL) * w_j[k..k+VL) for k in [k0, k1)
 /// (k1 - k0 a multiple of the width). xr [RM] and wr [RN] are row pointers; `state` holds the RM*RN
 /// vector accumulators between blocks. First: they start at zero (state not read). Last: they are
 /// reduced into out[i*RN + j] (simd::reduce_add_many) instead of being stored back. PrefetchNext
@@ -110,7 +110,7 @@ template <class Arch, int RM, int RN, bool First, bool Last, bool PrefetchNext =
 HYSTACK_LINEAR_NOINLINE void dot_tile(const float* const* xr, const float* const* wr, std::size_t k0, std::size_t k1,
                                       simd::batch<Arch>* state, float* out, const float* const* next = nullptr) {
     using B = simd::batch<Arch>;
-    constexpr std::size_t W = simd::width<Arch>;
+    constexpr std::size_t VL = simd::width<Arch>;
     constexpr std::size_t N = std::size_t(RM * RN);
     B acc[N];
     for (std::size_t a = 0; a < N; ++a) acc[a] = First ? B(0.0f) : state[a];
@@ -118,8 +118,8 @@ HYSTACK_LINEAR_NOINLINE void dot_tile(const float* const* xr, const float* const
     const float* wp[RN];  // W rows [RN, in]
     for (int i = 0; i < RM; ++i) xp[i] = xr[i];
     for (int j = 0; j < RN; ++j) wp[j] = wr[j];
-    for (std::size_t k = k0; k < k1; k += W) {
-        // acc[i][j] += x_i[k..k+W) * w_j[k..k+W)
+    for (std::size_t k = k0; k < k1; k += VL) {
+        // acc[i][j] += x_i[k..k+VL) * w_j[k..k+VL)
         B xv[RM];
         // Rows 0 and RN/2 only: each new W row is a new page for the hardware prefetchers, and two
         // hints per step lift the decode stream by 3-5% (paired runs); hinting all RN rows cost 2-3%.
@@ -166,8 +166,8 @@ inline void add_tail(const float* const* xr, const float* const* wr, std::size_t
 template <class Arch, int RM, int RN, class XRow, class WRows, class Epi, bool HintNext = true>
 inline void gemm_nt_tiles(std::size_t M, std::size_t K, std::size_t t0, std::size_t t1, XRow&& xrow, WRows&& wrows,
                           Epi&& epi) {
-    constexpr std::size_t W = linear_width<Arch>();
-    constexpr std::size_t N = std::size_t(RM * RN), NP = (N + W - 1) / W * W;  // sums padded to whole vectors
+    constexpr std::size_t VL = linear_width<Arch>();
+    constexpr std::size_t N = std::size_t(RM * RN), NP = (N + VL - 1) / VL * VL;  // sums padded to whole vectors
     const std::size_t Kv = linear_vector_part<Arch>(K);
     // M block: Mc rows of x (Mc * K floats) stay in L2 while the W tiles sweep them.
     const std::size_t row_bytes = std::max<std::size_t>(K, 1) * sizeof(float);
@@ -288,8 +288,8 @@ void swiglu_rows(std::size_t M, XRow&& xrow, MatrixView<const float> Wg, MatrixV
     if (M == 0 || H == 0) return;
     with_tile_shape<Arch>(M, [&]<int RM, int RN>() {
         constexpr std::size_t R = RN / 2;  // hidden units per tile
-        constexpr std::size_t W = linear_width<Arch>();
-        constexpr std::size_t NP = (std::size_t(RM * RN) + W - 1) / W * W;
+        constexpr std::size_t VL = linear_width<Arch>();
+        constexpr std::size_t NP = (std::size_t(RM * RN) + VL - 1) / VL * VL;
         const std::size_t tiles = (H + R - 1) / R;
         exec.parallel_for(tiles, linear_grain(M, K, RN), [&](std::size_t t0, std::size_t t1) {
             alignas(64) float act[NP];
@@ -306,7 +306,7 @@ void swiglu_rows(std::size_t M, XRow&& xrow, MatrixView<const float> Wg, MatrixV
                     // act = silu(s) over the whole tile (the up lanes are wasted, a vector op is cheaper
                     // than picking the gate lanes), then h = silu(gate) * up
 #if !defined(XSIMD_NO_SUPPORTED_ARCHITECTURE)
-                    for (std::size_t a = 0; a < NP; a += W)
+                    for (std::size_t a = 0; a < NP; a += VL)
                         simd::store<Arch>(act + a, math::silu<Arch>(simd::load_aligned<Arch>(s + a)));
 #else
                     for (std::size_t a = 0; a < NP; ++a) act[a] = math::silu(s[a]);

@@ -15,9 +15,9 @@ inline void rmsnorm_row(const float* x, const float* w, float* y, std::size_t n,
     float ss = 0.0f;
     std::size_t i = 0;
 #if !defined(XSIMD_NO_SUPPORTED_ARCHITECTURE)
-    constexpr std::size_t W = simd::width<Arch>;
+    constexpr std::size_t VL = simd::width<Arch>;
     simd::batch<Arch> acc(0.0f);
-    for (; i + W <= n; i += W) {
+    for (; i + VL <= n; i += VL) {
         const auto v = simd::load<Arch>(x + i);
         acc = simd::fma<Arch>(v, v, acc);
     }
@@ -27,7 +27,7 @@ inline void rmsnorm_row(const float* x, const float* w, float* y, std::size_t n,
     const float inv = 1.0f / std::sqrt(ss / float(n ? n : 1) + eps);
     i = 0;
 #if !defined(XSIMD_NO_SUPPORTED_ARCHITECTURE)
-    for (; i + W <= n; i += W)
+    for (; i + VL <= n; i += VL)
         simd::store<Arch>(y + i, simd::load<Arch>(x + i) * simd::batch<Arch>(inv) * simd::load<Arch>(w + i));
 #endif
     for (; i < n; ++i) y[i] = x[i] * inv * w[i];

@@ -18,7 +18,7 @@
 // out must not alias any input. Golden files from state-spaces/mamba are channel-major ([d_inner, L]):
 // transpose them first.
 //
-// Prefill: SIMD across channels. A block of W channels (W = SIMD width, 16 with AVX-512) keeps h for all its
+// Prefill: SIMD across channels. A block of VL channels (VL = SIMD width, 16 with AVX-512) keeps h for all its
 // states in registers over the whole token loop (d_state = 16: 16 batches), so per element the work is one
 // vector exp and three multiply-adds; threads split channel blocks. d_state = 16 is a compile-time fast path;
 // other sizes run the same code with states in groups of at most 16 (h on the stack, y accumulated in out).
@@ -100,27 +100,27 @@ using simd::prefetch;
 inline constexpr std::size_t scan_prefetch_distance = 8;  // tokens: ~1.5 us of work at d_state 16, past DRAM latency
 
 #if !defined(XSIMD_NO_SUPPORTED_ARCHITECTURE)
-// One block of W channels [c, c+W), states [n0, n0+ng), all tokens. NS > 0: ng == NS at compile time (h in
+// One block of VL channels [c, c+VL), states [n0, n0+ng), all tokens. NS > 0: ng == NS at compile time (h in
 // registers). first: y starts at 0 (else from out, the previous groups' partial sums); last: apply D and z.
 template <std::size_t NS, class Arch>
 void scan_block(const ScanArgs& a, std::size_t c, std::size_t n0, std::size_t ng, bool first, bool last) {
     using Bt = simd::batch<Arch>;
-    constexpr std::size_t W = simd::width<Arch>;
+    constexpr std::size_t VL = simd::width<Arch>;
     constexpr std::size_t G = NS ? NS : 16;
     if constexpr (NS != 0) ng = NS;
-    // Callers pass ng <= G; saying so keeps GCC from seeing At/Ht read past G * W in the unrolled loops below.
+    // Callers pass ng <= G; saying so keeps GCC from seeing At/Ht read past G * VL in the unrolled loops below.
     ng = std::min(ng, G);
     const std::size_t L = a.u.rows;
     // A and h for the block, transposed to [state][channel] so each state is one batch across channels.
-    alignas(64) float At[G * W], Ht[G * W];
-    for (std::size_t i = 0; i < W; ++i)
+    alignas(64) float At[G * VL], Ht[G * VL];
+    for (std::size_t i = 0; i < VL; ++i)
         for (std::size_t n = 0; n < ng; ++n) {
-            At[n * W + i] = a.A(c + i, n0 + n);
-            Ht[n * W + i] = a.state(c + i, n0 + n);
+            At[n * VL + i] = a.A(c + i, n0 + n);
+            Ht[n * VL + i] = a.state(c + i, n0 + n);
         }
     Bt h[G];
     HYSTACK_SCAN_UNROLL
-    for (std::size_t n = 0; n < ng; ++n) h[n] = simd::load_aligned<Arch>(Ht + n * W);
+    for (std::size_t n = 0; n < ng; ++n) h[n] = simd::load_aligned<Arch>(Ht + n * VL);
     const Bt bias = a.dt_bias.empty() ? Bt(0.0f) : simd::load<Arch>(a.dt_bias.data() + c);
     const Bt Dv = a.D.empty() ? Bt(0.0f) : simd::load<Arch>(a.D.data() + c);
     const bool has_z = a.has_z();
@@ -146,16 +146,16 @@ void scan_block(const ScanArgs& a, std::size_t c, std::size_t n0, std::size_t ng
         if constexpr (NS != 0 && NS % 2 == 0) {
             HYSTACK_SCAN_UNROLL
             for (std::size_t n = 0; n < NS; n += 2) {
-                const Bt dA0 = math::exp_nonpos<Arch>(dt * simd::load_aligned<Arch>(At + n * W));
+                const Bt dA0 = math::exp_nonpos<Arch>(dt * simd::load_aligned<Arch>(At + n * VL));
                 h[n] = simd::fma<Arch>(dA0, h[n], dtu * Bt(Bp[n]));
                 y0 = simd::fma<Arch>(h[n], Bt(Cp[n]), y0);
-                const Bt dA1 = math::exp_nonpos<Arch>(dt * simd::load_aligned<Arch>(At + (n + 1) * W));
+                const Bt dA1 = math::exp_nonpos<Arch>(dt * simd::load_aligned<Arch>(At + (n + 1) * VL));
                 h[n + 1] = simd::fma<Arch>(dA1, h[n + 1], dtu * Bt(Bp[n + 1]));
                 y1 = simd::fma<Arch>(h[n + 1], Bt(Cp[n + 1]), y1);
             }
         } else {
             for (std::size_t n = 0; n < ng; ++n) {
-                const Bt dA = math::exp_nonpos<Arch>(dt * simd::load_aligned<Arch>(At + n * W));
+                const Bt dA = math::exp_nonpos<Arch>(dt * simd::load_aligned<Arch>(At + n * VL));
                 h[n] = simd::fma<Arch>(dA, h[n], dtu * Bt(Bp[n]));
                 y0 = simd::fma<Arch>(h[n], Bt(Cp[n]), y0);
             }
@@ -170,12 +170,12 @@ void scan_block(const ScanArgs& a, std::size_t c, std::size_t n0, std::size_t ng
         simd::store<Arch>(o, y);
     }
     HYSTACK_SCAN_UNROLL
-    for (std::size_t n = 0; n < ng; ++n) simd::store<Arch>(Ht + n * W, h[n]);
-    for (std::size_t i = 0; i < W; ++i)
-        for (std::size_t n = 0; n < ng; ++n) a.state(c + i, n0 + n) = Ht[n * W + i];
+    for (std::size_t n = 0; n < ng; ++n) simd::store<Arch>(Ht + n * VL, h[n]);
+    for (std::size_t i = 0; i < VL; ++i)
+        for (std::size_t n = 0; n < ng; ++n) a.state(c + i, n0 + n) = Ht[n * VL + i];
 }
 
-// Prefill of channels [c0, c0 + W).
+// Prefill of channels [c0, c0 + VL).
 template <class Arch>
 void scan_block_all_states(const ScanArgs& a, std::size_t c) {
     const std::size_t N = a.A.cols;
@@ -191,28 +191,28 @@ void scan_block_all_states(const ScanArgs& a, std::size_t c) {
         scan_block<0, Arch>(a, c, n0, std::min<std::size_t>(16, N - n0), n0 == 0, n0 + 16 >= N);
 }
 
-// Decode step of channels [c, c+W): SIMD across states (contiguous in the state row), one channel at a time.
+// Decode step of channels [c, c+VL): SIMD across states (contiguous in the state row), one channel at a time.
 template <class Arch>
 void scan_step_block(const ScanArgs& a, std::size_t c) {
     using Bt = simd::batch<Arch>;
-    constexpr std::size_t W = simd::width<Arch>;
+    constexpr std::size_t VL = simd::width<Arch>;
     const std::size_t N = a.A.cols;
     const float* Bp = a.B.row(0);  // [d_state]
     const float* Cp = a.C.row(0);  // [d_state]
     const Bt uu = simd::load<Arch>(a.u.row(0) + c);
     const Bt bias = a.dt_bias.empty() ? Bt(0.0f) : simd::load<Arch>(a.dt_bias.data() + c);
     const Bt dtv = math::softplus<Arch>(simd::load<Arch>(a.delta.row(0) + c) + bias);
-    alignas(64) float dts[W], dtus[W], ys[W];
+    alignas(64) float dts[VL], dtus[VL], ys[VL];
     simd::store<Arch>(dts, dtv);
     simd::store<Arch>(dtus, dtv * uu);
-    for (std::size_t i = 0; i < W; ++i) {
+    for (std::size_t i = 0; i < VL; ++i) {
         float* h = a.state.row(c + i);     // [d_state]
         const float* Ac = a.A.row(c + i);  // [d_state]
         // h = exp(dt*A) h + (dt*u) B; y = h.C
         const Bt dt(dts[i]), dtu(dtus[i]);
         Bt acc(0.0f);
         std::size_t n = 0;
-        for (; n + W <= N; n += W) {
+        for (; n + VL <= N; n += VL) {
             const Bt hv = simd::fma<Arch>(math::exp_nonpos<Arch>(dt * simd::load<Arch>(Ac + n)), simd::load<Arch>(h + n),
                                           dtu * simd::load<Arch>(Bp + n));
             simd::store<Arch>(h + n, hv);
@@ -240,8 +240,8 @@ template <class Arch>
 void scan_channels(const ScanArgs& a, std::size_t c0, std::size_t c1, bool step) {
     std::size_t c = c0;
 #if !defined(XSIMD_NO_SUPPORTED_ARCHITECTURE)
-    constexpr std::size_t W = simd::width<Arch>;
-    for (; c + W <= c1; c += W) {
+    constexpr std::size_t VL = simd::width<Arch>;
+    for (; c + VL <= c1; c += VL) {
         if (step)
             scan_step_block<Arch>(a, c);
         else
