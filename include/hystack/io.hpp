@@ -1,6 +1,7 @@
 #pragma once
-/// hystack io module: safetensors reading/writing and HuggingFace Jamba configs (io/, which needs
-/// only core/), and load_jamba, which builds a CausalLM from a checkpoint (loaders/, above the model).
+/// hystack io module: safetensors and GGUF reading/writing and HuggingFace Jamba configs (io/, which needs
+/// only core/), and the loaders above the model (loaders/): load_jamba (an HF directory), load_jamba_gguf
+/// and save_jamba_gguf (llama.cpp's jamba GGUF files).
 /// Needs nlohmann_json: link hystack::io (not only hystack::hystack).
 #ifndef HYSTACK_MODULE
 #define HYSTACK_MODULE
@@ -13,3 +14,4 @@
 #include "io/params.hpp"
 #include "loaders/jamba.hpp"
 #include "loaders/jamba_gguf.hpp"
+#include "loaders/jamba_gguf_writer.hpp"
