@@ -16,11 +16,14 @@ namespace hystack::cli {
 
 inline constexpr const char* usage =
     "usage:\n"
-    "  hystack-cli generate MODEL_DIR (--prompt TEXT | --ids IDS) [-n N] [--temperature T] [--top-k K]\n"
-    "                       [--top-p P] [--seed S] [--threads T] [--max-context N]\n"
-    "  hystack-cli logits MODEL_DIR --ids IDS --out FILE.safetensors [--threads T]\n"
-    "  hystack-cli info MODEL_DIR [--context N]...\n"
-    "MODEL_DIR holds an HF Jamba checkpoint (config.json, model.safetensors or a sharded index).\n"
+    "  hystack-cli generate MODEL (--prompt TEXT | --ids IDS) [-n N] [--temperature T] [--top-k K]\n"
+    "                       [--top-p P] [--seed S] [--threads T] [--max-context N] [--weights TYPE]\n"
+    "  hystack-cli logits MODEL --ids IDS --out FILE.safetensors [--threads T] [--weights TYPE]\n"
+    "  hystack-cli info MODEL [--context N]... [--weights TYPE]\n"
+    "  hystack-cli convert MODEL OUT.gguf [--weights TYPE]\n"
+    "MODEL is an HF Jamba checkpoint directory (config.json, model.safetensors or a sharded index) or a\n"
+    "llama.cpp jamba GGUF file (a path ending in .gguf). --weights f32|bf16|q8_0 converts the weight\n"
+    "matrices while loading (default: as stored); convert writes the model as a jamba GGUF file.\n"
     "--prompt is tokenized as bytes (vocabulary of 256 without tokenizer); otherwise pass token ids:\n"
     "IDS is a comma- or space-separated list such as 1,2,3. --temperature 0 is greedy.\n";
 
@@ -30,15 +33,16 @@ struct UsageError : std::runtime_error {
 };
 
 struct Args {
-    std::string command;  // generate | logits | info
-    std::string model_dir;
+    std::string command;  // generate | logits | info | convert
+    std::string model_dir;  // an HF directory or a .gguf file
     std::optional<std::string> prompt;
     std::optional<std::vector<token_id>> ids;
     std::size_t n = 32;
     SamplingParams sampling{0.8f, 40, 0.95f, 0};
     std::size_t threads = 1;
     std::size_t max_context = 0;  // 0: prompt + n
-    std::string out;
+    std::string out;  // logits: --out FILE.safetensors; convert: OUT.gguf
+    std::optional<DType> weights;  // --weights: nullopt keeps the stored types
     std::vector<std::size_t> contexts;  // info: memory report at these context lengths
     bool help = false;
 };
@@ -63,6 +67,18 @@ inline std::vector<token_id> parse_ids(std::string_view s) {
     if (ids.empty()) throw UsageError("--ids: expected at least one token id");
     return ids;
 }
+
+/// A weight type name for --weights ("f32", "bf16", "q8_0"); an unknown one names the valid ones.
+inline DType parse_weights(std::string_view s) {
+    try {
+        return dtype_from_string(std::string(s));
+    } catch (const hystack::error& e) {
+        throw UsageError(std::string("--weights: ") + e.what());
+    }
+}
+
+/// Whether a model path names a GGUF file (else it is an HF checkpoint directory).
+inline bool is_gguf_path(std::string_view path) { return path.ends_with(".gguf"); }
 
 namespace detail {
 template <class T>
@@ -94,11 +110,18 @@ inline Args parse(int argc, const char* const* argv) {
         return a;
     }
     a.command = std::string(v[0]);
-    if (a.command != "generate" && a.command != "logits" && a.command != "info")
+    if (a.command != "generate" && a.command != "logits" && a.command != "info" && a.command != "convert")
         throw UsageError("unknown command '" + a.command + "'");
-    if (v.size() < 2 || v[1].starts_with("-")) throw UsageError(a.command + ": missing MODEL_DIR");
+    if (v.size() < 2 || v[1].starts_with("-")) throw UsageError(a.command + ": missing MODEL");
     a.model_dir = std::string(v[1]);
-    for (std::size_t i = 2; i < v.size(); ++i) {
+    std::size_t first = 2;
+    if (a.command == "convert") {
+        if (v.size() < 3 || v[2].starts_with("-")) throw UsageError("convert: missing OUT.gguf");
+        a.out = std::string(v[2]);
+        if (!is_gguf_path(a.out)) throw UsageError("convert: OUT '" + a.out + "' does not end in .gguf");
+        first = 3;
+    }
+    for (std::size_t i = first; i < v.size(); ++i) {
         const std::string_view f = v[i];
         auto value = [&]() -> std::string_view {
             if (i + 1 >= v.size()) throw UsageError(std::string(f) + ": missing value");
@@ -109,7 +132,9 @@ inline Args parse(int argc, const char* const* argv) {
             a.help = true;
         } else if (f == "--prompt" && gen) {
             a.prompt = std::string(value());
-        } else if (f == "--ids" && a.command != "info") {
+        } else if (f == "--weights") {
+            a.weights = parse_weights(value());
+        } else if (f == "--ids" && (gen || a.command == "logits")) {
             a.ids = parse_ids(value());
         } else if ((f == "-n" || f == "--n") && gen) {
             a.n = detail::parse_number<std::size_t>(f, value());
@@ -121,7 +146,7 @@ inline Args parse(int argc, const char* const* argv) {
             a.sampling.top_p = detail::parse_float(f, value());
         } else if (f == "--seed" && gen) {
             a.sampling.seed = detail::parse_number<std::uint64_t>(f, value());
-        } else if (f == "--threads" && a.command != "info") {
+        } else if (f == "--threads" && (gen || a.command == "logits")) {
             a.threads = detail::parse_number<std::size_t>(f, value());
             if (a.threads == 0 || a.threads > 1024) throw UsageError("--threads: expected 1 to 1024");
         } else if (f == "--max-context" && gen) {
@@ -147,7 +172,7 @@ inline Args parse(int argc, const char* const* argv) {
     } else if (a.command == "logits") {
         if (!a.ids) throw UsageError("logits: missing --ids IDS");
         if (a.out.empty()) throw UsageError("logits: missing --out FILE.safetensors");
-    } else if (a.contexts.empty()) {
+    } else if (a.command == "info" && a.contexts.empty()) {
         a.contexts = {4096, 32768, 262144};
     }
     return a;

@@ -350,6 +350,22 @@ TEST_CASE("hystack-cli parses its commands and rejects bad arguments", "[model]"
     auto i = parse({"info", "d"});
     CHECK(i.contexts == std::vector<std::size_t>{4096, 32768, 262144});
     CHECK(parse({"--help"}).help);
+    // --weights on every command that loads a model (default: as stored); a .gguf model path
+    CHECK_FALSE(i.weights);
+    CHECK(parse({"info", "m.gguf", "--weights", "q8_0", "--context", "64"}).weights == DType::q8_0);
+    CHECK(parse({"generate", "m.gguf", "--ids", "1", "--weights", "bf16"}).weights == DType::bf16);
+    CHECK(parse({"logits", "d", "--weights", "f32", "--ids", "1", "--out", "x"}).weights == DType::f32);
+    CHECK(cli::is_gguf_path("models/m.gguf"));
+    CHECK_FALSE(cli::is_gguf_path("models/jamba"));
+    auto cv = parse({"convert", "hf_dir", "out.gguf", "--weights", "q8_0"});
+    CHECK(cv.command == "convert");
+    CHECK(cv.model_dir == "hf_dir");
+    CHECK(cv.out == "out.gguf");
+    CHECK(cv.weights == DType::q8_0);
+    CHECK(cv.contexts.empty());
+    auto cv2 = parse({"convert", "in.gguf", "out.gguf"});
+    CHECK(cv2.model_dir == "in.gguf");
+    CHECK_FALSE(cv2.weights);
     CHECK(cli::bytes_to_ids("Az") == std::vector<token_id>{65, 122});
 
     auto bad = [&](std::vector<const char*> v, const char* msg) {
@@ -365,7 +381,7 @@ TEST_CASE("hystack-cli parses its commands and rejects bad arguments", "[model]"
     };
     bad({}, "missing command");
     bad({"run", "d"}, "unknown command 'run'");
-    bad({"generate"}, "missing MODEL_DIR");
+    bad({"generate"}, "generate: missing MODEL");
     bad({"generate", "d"}, "missing --prompt TEXT or --ids IDS");
     bad({"generate", "d", "--prompt", "a", "--ids", "1"}, "not both");
     bad({"generate", "d", "--prompt"}, "--prompt: missing value");
@@ -379,6 +395,17 @@ TEST_CASE("hystack-cli parses its commands and rejects bad arguments", "[model]"
     bad({"logits", "d", "--out", "f"}, "missing --ids");
     bad({"info", "d", "--out", "f"}, "unknown option '--out'");
     bad({"info", "d", "--context", "-5"}, "not a valid number");
+    bad({"info", "d", "--weights", "q4_K"}, "--weights: unknown weight type 'q4_K' (known: f32, bf16, q8_0)");
+    bad({"generate", "d", "--prompt", "a", "--weights", "F32"}, "unknown weight type 'F32' (known: f32, bf16, q8_0)");
+    bad({"info", "d", "--weights"}, "--weights: missing value");
+    bad({"convert"}, "convert: missing MODEL");
+    bad({"convert", "d"}, "convert: missing OUT.gguf");
+    bad({"convert", "d", "--weights", "q8_0"}, "convert: missing OUT.gguf");
+    bad({"convert", "d", "out.safetensors"}, "convert: OUT 'out.safetensors' does not end in .gguf");
+    bad({"convert", "d", "o.gguf", "--weights", "int4"}, "unknown weight type 'int4'");
+    bad({"convert", "d", "o.gguf", "--threads", "2"}, "convert: unknown option '--threads'");
+    bad({"convert", "d", "o.gguf", "--context", "5"}, "convert: unknown option '--context'");
+    bad({"info", "d", "--threads", "2"}, "info: unknown option '--threads'");
 }
 
 TEST_CASE("load_jamba: weights as stored (bf16) or converted (f32, bf16, q8_0) while loading", "[model]") {
