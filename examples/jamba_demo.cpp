@@ -29,6 +29,10 @@ int main(int argc, char** argv) {
     std::printf("parameters: %.1f M (%.2f GB f32), built in %.1f s; one decode step reads %.2f GB of weights\n",
                 double(lm.num_params()) / 1e6, double(lm.num_params()) * 4 / 1e9, build_s,
                 double(lm.weight_bytes_per_token()) / 1e9);
+    std::size_t weight_bytes = 0;
+    for (const auto& p : lm.params()) weight_bytes += param_bytes(p);
+    std::printf("weights: %s matrices (norms, biases, conv, A_log, D, router f32), %s in all\n",
+                to_string(cfg.stack.weights), MemoryReport::human(weight_bytes).c_str());
 
     std::vector<token_id> prompt(512);
     for (std::size_t i = 0; i < prompt.size(); ++i) prompt[i] = token_id("hybrid attention/SSM stacks "[i % 28]);
