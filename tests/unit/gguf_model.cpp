@@ -262,6 +262,21 @@ TEST_CASE("save_jamba_gguf: each g0 file loaded as stored and saved again gives 
     CHECK(file_difference(dir / "f32-as-bf16.gguf", g0("bf16")) == "");
 }
 
+TEST_CASE("load_jamba_gguf reads the layer pattern from the file: attention at layer 0", "[gguf_model]") {
+    TempDir dir("attn0");
+    ModelConfig c = tiny_config(false);
+    c.stack.attn_layer_offset = 0;  // layer 0 has no Mamba tensors: the Mamba options come from layer 1
+    CausalLM lm(c);
+    randomize_params(lm.params(), 12);
+    lm.on_weights_loaded();
+    io::save_jamba_gguf(lm, dir / "a0.gguf");
+    auto back = io::load_jamba_gguf(dir / "a0.gguf");
+    CHECK(back.schedule().describe() == lm.schedule().describe());
+    CHECK(back.config().stack.mamba_conv_bias);
+    const auto ids = prompt(11, 64);
+    CHECK(same_logits(logits_of(back, ids), logits_of(lm, ids)));
+}
+
 TEST_CASE("save_jamba_gguf -> load_jamba_gguf: the same weights, types and logits bit for bit", "[gguf_model]") {
     TempDir dir("roundtrip");
     const auto ids = prompt(19, 64);

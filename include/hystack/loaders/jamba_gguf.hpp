@@ -146,11 +146,15 @@ inline JambaGgufShape jamba_gguf_shape(const GgufFile& f) {
                   ": layer ", i, " has experts but ", key("expert_count"), " = ", s.num_experts, ", ",
                   key("expert_used_count"), " = ", s.num_experts_per_tok);
     }
-    s.mamba_conv_bias = f.contains("blk.0.ssm_conv1d.bias") || s.num_layers == 0;
-    s.mamba_proj_bias = false;
+    // the Mamba layers' optional tensors, as the first Mamba layer has them
     for (std::size_t i = 0; i < s.num_layers; ++i)
-        if (f.contains("blk." + std::to_string(i) + ".ssm_in.bias")) s.mamba_proj_bias = true;
-    s.mamba_inner_layernorms = true;
+        if (layers[i].mixer == kinds::mamba1) {
+            const std::string blk = "blk." + std::to_string(i) + ".";
+            s.mamba_conv_bias = f.contains(blk + "ssm_conv1d.bias");
+            s.mamba_proj_bias = f.contains(blk + "ssm_in.bias");
+            s.mamba_inner_layernorms = f.contains(blk + "ssm_dt_norm.weight");
+            break;
+        }
     ModelConfig m;
     check(f.contains("token_embd.weight"), f.path(), ": no tensor 'token_embd.weight'");
     const auto& emb = f.tensor("token_embd.weight");
