@@ -73,17 +73,17 @@ namespace detail {
 /// p = exp(x - n ln2), so that exp(x) = p * 2^n.
 template <class Arch>
 inline simd::batch<Arch> exp_reduced(const simd::batch<Arch>& xc, simd::batch<Arch>& n) {
-    using B = simd::batch<Arch>;
-    n = simd::round<Arch>(xc * B(log2e));
-    B r = simd::fma<Arch>(-n, B(ln2_hi), xc);
-    r = simd::fma<Arch>(-n, B(ln2_lo), r);
-    B p(p0);
-    p = simd::fma<Arch>(p, r, B(p1));
-    p = simd::fma<Arch>(p, r, B(p2));
-    p = simd::fma<Arch>(p, r, B(p3));
-    p = simd::fma<Arch>(p, r, B(p4));
-    p = simd::fma<Arch>(p, r, B(p5));
-    return simd::fma<Arch>(p, r * r, r + B(1.0f));
+    using Vec = simd::batch<Arch>;
+    n = simd::round<Arch>(xc * Vec(log2e));
+    Vec r = simd::fma<Arch>(-n, Vec(ln2_hi), xc);
+    r = simd::fma<Arch>(-n, Vec(ln2_lo), r);
+    Vec p(p0);
+    p = simd::fma<Arch>(p, r, Vec(p1));
+    p = simd::fma<Arch>(p, r, Vec(p2));
+    p = simd::fma<Arch>(p, r, Vec(p3));
+    p = simd::fma<Arch>(p, r, Vec(p4));
+    p = simd::fma<Arch>(p, r, Vec(p5));
+    return simd::fma<Arch>(p, r * r, r + Vec(1.0f));
 }
 }  // namespace detail
 
@@ -91,22 +91,22 @@ inline simd::batch<Arch> exp_reduced(const simd::batch<Arch>& xc, simd::batch<Ar
 template <class Arch>
 inline simd::batch<Arch> exp(const simd::batch<Arch>& x) {
     using namespace detail;
-    using B = simd::batch<Arch>;
+    using Vec = simd::batch<Arch>;
     using I = simd::ibatch<Arch>;
     // Fast path (all lanes give a normal result, 2^n fits one exponent field): one scale, no selects.
     // Lanes that underflow to denormals, overflow, or are NaN take the two-factor path below.
-    const bool normal = simd::all<Arch>(x >= B(-87.3f) && x <= B(88.3f));
-    const B xc = normal ? x : simd::min<Arch>(simd::max<Arch>(x, B(exp_lo)), B(exp_hi));
-    B n;
-    const B p = exp_reduced<Arch>(xc, n);
+    const bool normal = simd::all<Arch>(x >= Vec(-87.3f) && x <= Vec(88.3f));
+    const Vec xc = normal ? x : simd::min<Arch>(simd::max<Arch>(x, Vec(exp_lo)), Vec(exp_hi));
+    Vec n;
+    const Vec p = exp_reduced<Arch>(xc, n);
     const I ni = simd::to_int<Arch>(n);
     if (normal) return p * simd::as_float<Arch>(simd::shift_left<23>(ni + I(127)));
     const I n1 = simd::shift_right<1>(ni);
     const I n2 = ni - n1;
-    B y = p * simd::as_float<Arch>(simd::shift_left<23>(n1 + I(127))) *
+    Vec y = p * simd::as_float<Arch>(simd::shift_left<23>(n1 + I(127))) *
           simd::as_float<Arch>(simd::shift_left<23>(n2 + I(127)));
-    y = simd::select<Arch>(x < B(exp_lo), B(0.0f), y);
-    y = simd::select<Arch>(x >= B(exp_hi), B(std::numeric_limits<float>::infinity()), y);
+    y = simd::select<Arch>(x < Vec(exp_lo), Vec(0.0f), y);
+    y = simd::select<Arch>(x >= Vec(exp_hi), Vec(std::numeric_limits<float>::infinity()), y);
     return simd::select<Arch>(simd::isnan<Arch>(x), x, y);
 }
 /// exp(x) without the NaN and range selects, for the decay exp(dt * A) of the selective scan (A <= 0,
@@ -116,12 +116,12 @@ inline simd::batch<Arch> exp(const simd::batch<Arch>& x) {
 template <class Arch>
 inline simd::batch<Arch> exp_nonpos(const simd::batch<Arch>& x) {
     using namespace detail;
-    using B = simd::batch<Arch>;
+    using Vec = simd::batch<Arch>;
     if constexpr (simd::has_scalef<Arch>) {
         // -inf -> a finite argument whose exp rounds to 0
-        const B xc = simd::max<Arch>(x, B(-127.0f));
-        B n;
-        const B p = exp_reduced<Arch>(xc, n);
+        const Vec xc = simd::max<Arch>(x, Vec(-127.0f));
+        Vec n;
+        const Vec p = exp_reduced<Arch>(xc, n);
         return simd::scalef<Arch>(p, n);
     } else {
         return exp<Arch>(x);
@@ -130,20 +130,20 @@ inline simd::batch<Arch> exp_nonpos(const simd::batch<Arch>& x) {
 
 template <class Arch>
 inline simd::batch<Arch> sigmoid(const simd::batch<Arch>& x) {
-    using B = simd::batch<Arch>;
-    return B(1.0f) / (B(1.0f) + exp<Arch>(-x));
+    using Vec = simd::batch<Arch>;
+    return Vec(1.0f) / (Vec(1.0f) + exp<Arch>(-x));
 }
 template <class Arch>
 inline simd::batch<Arch> silu(const simd::batch<Arch>& x) {
-    using B = simd::batch<Arch>;
+    using Vec = simd::batch<Arch>;
     // -inf / (1 + inf) would be NaN; silu(-inf) = 0.
-    return simd::select<Arch>(x == B(-std::numeric_limits<float>::infinity()), B(0.0f), x / (B(1.0f) + exp<Arch>(-x)));
+    return simd::select<Arch>(x == Vec(-std::numeric_limits<float>::infinity()), Vec(0.0f), x / (Vec(1.0f) + exp<Arch>(-x)));
 }
 template <class Arch>
 inline simd::batch<Arch> softplus(const simd::batch<Arch>& x) {
-    using B = simd::batch<Arch>;
-    const B y = simd::max<Arch>(x, B(0.0f)) + simd::log1p<Arch>(exp<Arch>(-simd::abs<Arch>(x)));
-    return simd::select<Arch>(x > B(detail::softplus_threshold) || simd::isnan<Arch>(x), x, y);
+    using Vec = simd::batch<Arch>;
+    const Vec y = simd::max<Arch>(x, Vec(0.0f)) + simd::log1p<Arch>(exp<Arch>(-simd::abs<Arch>(x)));
+    return simd::select<Arch>(x > Vec(detail::softplus_threshold) || simd::isnan<Arch>(x), x, y);
 }
 #endif
 

@@ -22,7 +22,7 @@
 //   attention_common.hpp   AttentionDims, AttentionWorkspace, AttentionPath, visibility and checks
 //   attention_scalar.hpp   the scalar flash loop and attention_reference (double, explicit softmax)
 //   attention_lane.hpp     the lane inner loop (register-tiled QK, softmax, PV over query blocks)
-//   attention_decode.hpp   the dot inner loop and attention_decode (B sequences, one query each)
+//   attention_decode.hpp   the dot inner loop and attention_decode (n_seq sequences, one query each)
 //   attention_prefill.hpp  attention(): L queries at positions past.., and the serial overload
 
 #include "kv_view.hpp"

@@ -1,7 +1,7 @@
 #pragma once
 #include "../core/module.hpp"
 
-// Attention decode: attention_decode runs B sequences of one query each, and
+// Attention decode: attention_decode runs n_seq sequences of one query each, and
 // attention_decode_workspace sizes its scratch. Its own inner loop is "dot" (head_dim 64 or 128, a
 // multiple of the SIMD width): rows are the G query heads of a kv head. Keys go in blocks of one K
 // tile: a cache stores K transposed in tiles of kv_tile keys ([head_dim, kv_tile]), so
@@ -69,24 +69,24 @@ inline constexpr int dot_rows = std::max(1, std::min(8, (acc_regs<Arch> - 4) / i
 template <class Arch, int RG, std::size_t D>
 inline void dot_scores(const float* qs /*[RG, D]*/, const float* kt, std::size_t tile_stride, const float* pf, std::size_t pf_tiles,
                        simd::batch<Arch> (*sc)[dot_block / lanes<Arch>]) {
-    using B = simd::batch<Arch>;
+    using Vec = simd::batch<Arch>;
     constexpr std::size_t VL = lanes<Arch>, NV = dot_block / VL, VPT = kv_tile / VL;
     constexpr std::size_t S = RG * NV < 8 ? 2 : 1;
-    B acc[S][RG][NV];
+    Vec acc[S][RG][NV];
     for (std::size_t h = 0; h < S; ++h)
         for (int r = 0; r < RG; ++r)
-            for (std::size_t v = 0; v < NV; ++v) acc[h][r][v] = B(0.0f);
+            for (std::size_t v = 0; v < NV; ++v) acc[h][r][v] = Vec(0.0f);
     // acc[h] += q[t] * Kt[t] for t = t0 + h; the prefetching and the plain loop are separate (no branch per t)
     auto step = [&](std::size_t t0) {
         for (std::size_t h = 0; h < S; ++h) {
             const std::size_t t = t0 + h;
-            B kv[NV];
+            Vec kv[NV];
             for (std::size_t v = 0; v < NV; ++v) {
                 kv[v] = simd::load<Arch>(kt + (v / VPT) * tile_stride + t * kv_tile + (v % VPT) * VL);
                 if constexpr (RG > 1) simd::pin<Arch>(kv[v]);  // one load for the RG rows
             }
             for (int r = 0; r < RG; ++r) {
-                const B qb(qs[std::size_t(r) * D + t]);
+                const Vec qb(qs[std::size_t(r) * D + t]);
                 for (std::size_t v = 0; v < NV; ++v) acc[h][r][v] = simd::fma<Arch>(qb, kv[v], acc[h][r][v]);
             }
         }
@@ -110,21 +110,21 @@ inline void dot_scores(const float* qs /*[RG, D]*/, const float* kt, std::size_t
 template <class Arch, int RG, std::size_t D>
 inline void dot_pv(const float* P, std::size_t r0, const float* alpha, const float* vbase, std::size_t vstride, std::size_t ka,
                    std::size_t kb, const float* pf, std::size_t pf_keys, float* O /*[rows, D]*/) {
-    using B = simd::batch<Arch>;
+    using Vec = simd::batch<Arch>;
     constexpr std::size_t VL = lanes<Arch>, DC = D / VL;
-    B acc[RG][DC];
+    Vec acc[RG][DC];
     for (int r = 0; r < RG; ++r) {
-        const B a(alpha[r0 + r]);
+        const Vec a(alpha[r0 + r]);
         for (std::size_t c = 0; c < DC; ++c) acc[r][c] = simd::load<Arch>(O + (r0 + r) * D + c * VL) * a;
     }
     const float* vr = vbase;
     for (std::size_t k = ka; k < kb; ++k, vr += vstride) {
         if (pf && k < pf_keys)
             for (std::size_t off = 0; off < D; off += 16) prefetch(pf + (k - ka) * vstride + off);
-        B p[RG];
-        for (int r = 0; r < RG; ++r) p[r] = B(P[(r0 + r) * dot_block + k]);
+        Vec p[RG];
+        for (int r = 0; r < RG; ++r) p[r] = Vec(P[(r0 + r) * dot_block + k]);
         for (std::size_t c = 0; c < DC; ++c) {
-            B v = simd::load<Arch>(vr + c * VL);
+            Vec v = simd::load<Arch>(vr + c * VL);
             if constexpr (RG > 1) simd::pin<Arch>(v);  // one load for the RG rows
             for (int r = 0; r < RG; ++r) acc[r][c] = simd::fma<Arch>(p[r], v, acc[r][c]);
         }
@@ -152,26 +152,26 @@ inline void dot_pv_rows(std::size_t r0, std::size_t rows, const float* P, const 
 template <class Arch, int RG, std::size_t D>
 inline void dot_softmax(const float* qs, std::size_t h0, std::size_t r0, const float* kt, std::size_t tile_stride, const float* pf,
                         std::size_t pf_tiles, std::size_t ka, std::size_t kb, float* m, float* l, float* P, float* alpha) {
-    using B = simd::batch<Arch>;
+    using Vec = simd::batch<Arch>;
     constexpr std::size_t VL = lanes<Arch>, NV = dot_block / VL;
-    B sc[RG][NV];
+    Vec sc[RG][NV];
     dot_scores<Arch, RG, D>(qs + (h0 + r0) * D, kt, tile_stride, pf, pf_tiles, sc);
     if (ka > 0 || kb < dot_block) {
-        const B lo = B(float(ka)), hi = B(float(kb)), ninf = B(neg_inf);
+        const Vec lo = Vec(float(ka)), hi = Vec(float(kb)), ninf = Vec(neg_inf);
         for (std::size_t v = 0; v < NV; ++v) {
-            const B key = simd::iota<Arch>() + B(float(v * VL));
+            const Vec key = simd::iota<Arch>() + Vec(float(v * VL));
             const auto out = (key < lo) || (key >= hi);
             for (int r = 0; r < RG; ++r) sc[r][v] = xsimd::select(out, ninf, sc[r][v]);
         }
     }
     for (int r = 0; r < RG; ++r) {
         const std::size_t h = h0 + r0 + r;
-        B mx = sc[r][0];
+        Vec mx = sc[r][0];
         for (std::size_t v = 1; v < NV; ++v) mx = simd::max<Arch>(mx, sc[r][v]);
         const float mn = std::max(m[h], simd::reduce_max<Arch>(mx));  // finite: the block has a valid key
-        B sum(0.0f);
+        Vec sum(0.0f);
         for (std::size_t v = 0; v < NV; ++v) {
-            const B p = math::exp_nonpos<Arch>(sc[r][v] - B(mn));
+            const Vec p = math::exp_nonpos<Arch>(sc[r][v] - Vec(mn));
             simd::store<Arch>(P + (r0 + r) * dot_block + v * VL, p);
             sum += p;
         }
@@ -238,13 +238,13 @@ inline void dot_keys(const float* qs, std::size_t g, std::size_t G, const KVView
 
 }  // namespace detail::attn
 
-/// Floats of workspace a decode of B sequences needs on `threads` threads (independent of context).
+/// Floats of workspace a decode of n_seq sequences needs on `threads` threads (independent of context).
 template <class Arch = simd::default_arch>
-inline std::size_t attention_decode_workspace(const AttentionDims& dims, std::size_t B, std::size_t threads) {
+inline std::size_t attention_decode_workspace(const AttentionDims& dims, std::size_t n_seq, std::size_t threads) {
     const std::size_t d = dims.head_dim;
 #if !defined(XSIMD_NO_SUPPORTED_ARCHITECTURE)
     const std::size_t G = dims.group();
-    const std::size_t partial = B * detail::attn::max_chunks * dims.n_heads * (d + 2);
+    const std::size_t partial = n_seq * detail::attn::max_chunks * dims.n_heads * (d + 2);
     const std::size_t per_thread = std::max(detail::attn::dot_scratch(dims.n_heads, G, d), detail::attn::lane_scratch<Arch>(d));
 #else
     const std::size_t partial = 0, per_thread = d;
@@ -252,8 +252,8 @@ inline std::size_t attention_decode_workspace(const AttentionDims& dims, std::si
     return partial + threads * per_thread + 64;
 }
 
-/// Decode: B independent sequences, one query each. Query b (row b of q [B, n_heads * head_dim]) sits at
-/// absolute position pos[b] and attends to the visible keys of kv[b]. out [B, n_heads * head_dim].
+/// Decode: n_seq independent sequences, one query each. Query b (row b of q [n_seq, n_heads * head_dim]) sits at
+/// absolute position pos[b] and attends to the visible keys of kv[b]. out [n_seq, n_heads * head_dim].
 /// Threads split (sequence, key chunk); chunks depend only on the key count, so results do
 /// not depend on the thread count.
 template <class Arch = simd::default_arch, Executor Exec>
@@ -261,15 +261,15 @@ void attention_decode(MatrixView<const float> q, std::span<const std::size_t> po
                       const AttentionDims& dims, AttentionWorkspace& ws, Exec& exec, AttentionPath path = AttentionPath::automatic) {
     using namespace detail::attn;
     dims.validate("attention_decode");
-    const std::size_t B = q.rows, H = dims.n_heads, Hk = dims.n_kv_heads, d = dims.head_dim, G = dims.group();
+    const std::size_t n_seq = q.rows, H = dims.n_heads, Hk = dims.n_kv_heads, d = dims.head_dim, G = dims.group();
     check_shape("attention_decode: q", q, any, H * d);
-    check_shape("attention_decode: out", out, B, H * d);
-    check_size("attention_decode: positions", pos.size(), B);
-    check_size("attention_decode: kv views", kv.size(), B);
-    for (std::size_t b = 0; b < B; ++b) check_view(kv[b], dims, "attention_decode");
-    if (B == 0) return;
+    check_shape("attention_decode: out", out, n_seq, H * d);
+    check_size("attention_decode: positions", pos.size(), n_seq);
+    check_size("attention_decode: kv views", kv.size(), n_seq);
+    for (std::size_t b = 0; b < n_seq; ++b) check_view(kv[b], dims, "attention_decode");
+    if (n_seq == 0) return;
     const std::size_t threads = exec.num_threads();
-    float* base = ws.reserve(attention_decode_workspace<Arch>(dims, B, threads));
+    float* base = ws.reserve(attention_decode_workspace<Arch>(dims, n_seq, threads));
     const float scale = dims.effective_scale();
 #if !defined(XSIMD_NO_SUPPORTED_ARCHITECTURE)
     constexpr std::size_t VL = lanes<Arch>;
@@ -280,7 +280,7 @@ void attention_decode(MatrixView<const float> q, std::span<const std::size_t> po
         // One lane task per (sequence, kv head, head chunk of <= max_rows heads).
         const std::size_t nhc = (G + max_rows<Arch> - 1) / max_rows<Arch>, Gc = (G + nhc - 1) / nhc;
         const std::size_t per_thread = lane_scratch<Arch>(d);
-        exec.parallel_for(B * Hk * nhc, 1, [&](std::size_t t0, std::size_t t1, std::size_t c) {
+        exec.parallel_for(n_seq * Hk * nhc, 1, [&](std::size_t t0, std::size_t t1, std::size_t c) {
             float* scratch = base + c * per_thread;
             for (std::size_t t = t0; t < t1; ++t) {
                 const std::size_t b = t / (Hk * nhc), g = (t / nhc) % Hk, hc = t % nhc;
@@ -302,8 +302,8 @@ void attention_decode(MatrixView<const float> q, std::span<const std::size_t> po
     if (path == AttentionPath::dot) {
         // Chunk c of sequence b covers visible keys [lo + c*cs, lo + (c+1)*cs).
         const std::size_t slot = H * (d + 2);
-        float* partial = base;                                // [B, max_chunks, (m [H], l [H], O [H, d])]
-        float* scratch0 = base + B * max_chunks * slot;       // per thread: qs [H, d], P [G, dot_block], alpha [G], Kt [dot_block, d]
+        float* partial = base;                                // [n_seq, max_chunks, (m [H], l [H], O [H, d])]
+        float* scratch0 = base + n_seq * max_chunks * slot;       // per thread: qs [H, d], P [G, dot_block], alpha [G], Kt [dot_block, d]
         const std::size_t per_thread = dot_scratch(H, G, d);
         auto chunks_of = [&](std::size_t b, std::size_t& lo, std::size_t& nchunks, std::size_t& cs) {
             std::size_t hi;
@@ -313,7 +313,7 @@ void attention_decode(MatrixView<const float> q, std::span<const std::size_t> po
             nchunks = std::max<std::size_t>(1, (n + cs - 1) / cs);
         };
         std::size_t total = 0;
-        for (std::size_t b = 0; b < B; ++b) {
+        for (std::size_t b = 0; b < n_seq; ++b) {
             std::size_t lo, nc, cs;
             chunks_of(b, lo, nc, cs);
             total += nc;
@@ -352,7 +352,7 @@ void attention_decode(MatrixView<const float> q, std::span<const std::size_t> po
             }
         });
         // Merge the chunks of each sequence in order: M = max m_c; out = sum_c e^(m_c - M) O_c / sum_c e^(m_c - M) l_c.
-        for (std::size_t b = 0; b < B; ++b) {
+        for (std::size_t b = 0; b < n_seq; ++b) {
             std::size_t lo, nc, cs;
             chunks_of(b, lo, nc, cs);
             const float* p0 = partial + b * max_chunks * slot;
@@ -378,7 +378,7 @@ void attention_decode(MatrixView<const float> q, std::span<const std::size_t> po
     }
 #endif
     // Scalar path.
-    exec.parallel_for(B * H, 1, [&](std::size_t t0, std::size_t t1, std::size_t c) {
+    exec.parallel_for(n_seq * H, 1, [&](std::size_t t0, std::size_t t1, std::size_t c) {
         float* acc = base + c * d;
         for (std::size_t t = t0; t < t1; ++t) {
             const std::size_t b = t / H, h = t % H;

@@ -47,21 +47,21 @@ inline std::size_t lane_scratch(std::size_t d) {
 // transposed K tiles). Keys past nk in the last register block recompute key nk-1 (their rows of St are never read).
 template <class Arch, int RB, int D, std::size_t DS>
 inline void qk_tile(const float* Qt, const KVSegment& sg, std::size_t i0, std::size_t g, std::size_t nk, std::size_t d_rt, float* St) {
-    using B = simd::batch<Arch>;
+    using Vec = simd::batch<Arch>;
     constexpr std::size_t VL = lanes<Arch>, RS = max_rows<Arch>;
     constexpr int KB = kblock<Arch, RB>;
     const std::size_t d = D ? std::size_t(D) : d_rt;
     for (std::size_t k0 = 0; k0 < nk; k0 += KB) {
         const float* kr[KB];
         for (int kk = 0; kk < KB; ++kk) kr[kk] = sg.key(i0 + std::min(k0 + kk, nk - 1), g, d);
-        B acc[KB][RB];
+        Vec acc[KB][RB];
         for (int kk = 0; kk < KB; ++kk)
-            for (int rb = 0; rb < RB; ++rb) acc[kk][rb] = B(0.0f);
+            for (int rb = 0; rb < RB; ++rb) acc[kk][rb] = Vec(0.0f);
         for (std::size_t t = 0; t < d; ++t) {
-            B qv[RB];
+            Vec qv[RB];
             for (int rb = 0; rb < RB; ++rb) qv[rb] = simd::load_aligned<Arch>(Qt + t * RS + rb * VL);
             for (int kk = 0; kk < KB; ++kk) {
-                const B kv(kr[kk][t * DS]);
+                const Vec kv(kr[kk][t * DS]);
                 for (int rb = 0; rb < RB; ++rb) acc[kk][rb] = simd::fma<Arch>(kv, qv[rb], acc[kk][rb]);
             }
         }
@@ -74,22 +74,22 @@ inline void qk_tile(const float* Qt, const KVSegment& sg, std::size_t i0, std::s
 // last register block read V[k, d-1] into padding rows of Ot.
 template <class Arch, int RB, int D>
 inline void pv_tile(const float* Pt, const float* vbase, std::size_t vstride, std::size_t nk, std::size_t d_rt, float* Ot) {
-    using B = simd::batch<Arch>;
+    using Vec = simd::batch<Arch>;
     constexpr std::size_t VL = lanes<Arch>, RS = max_rows<Arch>;
     constexpr int DB = kblock<Arch, RB>;
     const std::size_t d = D ? std::size_t(D) : d_rt;
     for (std::size_t d0 = 0; d0 < d; d0 += DB) {
         std::size_t off[DB];
         for (int dd = 0; dd < DB; ++dd) off[dd] = std::min(d0 + dd, d - 1);
-        B acc[DB][RB];
+        Vec acc[DB][RB];
         for (int dd = 0; dd < DB; ++dd)
             for (int rb = 0; rb < RB; ++rb) acc[dd][rb] = simd::load_aligned<Arch>(Ot + (d0 + dd) * RS + rb * VL);
         const float* vr = vbase;
         for (std::size_t k = 0; k < nk; ++k, vr += vstride) {
-            B p[RB];
+            Vec p[RB];
             for (int rb = 0; rb < RB; ++rb) p[rb] = simd::load_aligned<Arch>(Pt + k * RS + rb * VL);
             for (int dd = 0; dd < DB; ++dd) {
-                const B vb(vr[off[dd]]);
+                const Vec vb(vr[off[dd]]);
                 for (int rb = 0; rb < RB; ++rb) acc[dd][rb] = simd::fma<Arch>(vb, p[rb], acc[dd][rb]);
             }
         }
@@ -104,19 +104,19 @@ inline void pv_tile(const float* Pt, const float* vbase, std::size_t vstride, st
 template <class Arch, int RB>
 inline void softmax_tile(float* St, std::size_t nk, bool mask, double rj0, const float* posv, float window_f, float* m, float* l,
                          float* Ot, std::size_t d) {
-    using B = simd::batch<Arch>;
+    using Vec = simd::batch<Arch>;
     constexpr std::size_t VL = lanes<Arch>, RS = max_rows<Arch>;
-    const B ninf(neg_inf), zero(0.0f);
-    B alpha[RB];
+    const Vec ninf(neg_inf), zero(0.0f);
+    Vec alpha[RB];
     for (int rb = 0; rb < RB; ++rb) {
-        const B pl = simd::load_aligned<Arch>(posv + rb * VL);
-        const B m_old = simd::load_aligned<Arch>(m + rb * VL);
-        B mx = m_old;
+        const Vec pl = simd::load_aligned<Arch>(posv + rb * VL);
+        const Vec m_old = simd::load_aligned<Arch>(m + rb * VL);
+        Vec mx = m_old;
         if (mask) {
-            const B wf(window_f);
+            const Vec wf(window_f);
             for (std::size_t k = 0; k < nk; ++k) {
-                const B rj(float(rj0 + double(k)));
-                B s = simd::load_aligned<Arch>(St + k * RS + rb * VL);
+                const Vec rj(float(rj0 + double(k)));
+                Vec s = simd::load_aligned<Arch>(St + k * RS + rb * VL);
                 s = xsimd::select((rj > pl) || ((pl - rj) >= wf), ninf, s);
                 simd::store<Arch>(St + k * RS + rb * VL, s);
                 mx = simd::max<Arch>(mx, s);
@@ -125,11 +125,11 @@ inline void softmax_tile(float* St, std::size_t nk, bool mask, double rj0, const
             for (std::size_t k = 0; k < nk; ++k) mx = simd::max<Arch>(mx, simd::load_aligned<Arch>(St + k * RS + rb * VL));
         }
         // A row with no visible key so far keeps m = -inf; subtract 0 instead so exp gives 0, not NaN.
-        const B msafe = xsimd::select(mx == ninf, zero, mx);
+        const Vec msafe = xsimd::select(mx == ninf, zero, mx);
         alpha[rb] = math::exp_nonpos<Arch>(m_old - msafe);
-        B sum(0.0f);
+        Vec sum(0.0f);
         for (std::size_t k = 0; k < nk; ++k) {
-            const B p = math::exp_nonpos<Arch>(simd::load_aligned<Arch>(St + k * RS + rb * VL) - msafe);
+            const Vec p = math::exp_nonpos<Arch>(simd::load_aligned<Arch>(St + k * RS + rb * VL) - msafe);
             simd::store<Arch>(St + k * RS + rb * VL, p);
             sum += p;
         }

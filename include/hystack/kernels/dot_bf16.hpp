@@ -86,9 +86,9 @@ struct Bf16Dot {
         const std::uint16_t* wp[RN];  // W rows [RN, K], bf16 bits
         for (int j = 0; j < RN; ++j) wp[j] = reinterpret_cast<const std::uint16_t*>(wr[j]);
 #if !defined(XSIMD_NO_SUPPORTED_ARCHITECTURE)
-        using B = simd::batch<Arch>;
-        B acc[RM * RN];
-        for (auto& a : acc) a = B(0.0f);
+        using Vec = simd::batch<Arch>;
+        Vec acc[RM * RN];
+        for (auto& a : acc) a = Vec(0.0f);
         if constexpr (packs) {
 #if defined(__AVX512BF16__)
             const std::uint16_t* xp[RM];  // x rows [RM, K padded], bf16 bits
@@ -124,13 +124,13 @@ struct Bf16Dot {
             const std::size_t Kv = K - K % VL;
             // acc[i][j] += x_i[k..k+VL) * widen(w_j[k..k+VL))
             for (std::size_t k = 0; k < Kv; k += VL) {
-                B xv[RM];
+                Vec xv[RM];
                 for (int i = 0; i < RM; ++i) xv[i] = simd::load<Arch>(xp[i] + k);
                 if constexpr (PrefetchNext)
                     if (k % 32 == 0)
                         for (int j = 0; j < RN; ++j) simd::prefetch_l2(next[j] + 2 * k);
                 for (int j = 0; j < RN; ++j) {
-                    B wv = simd::load_bf16<Arch>(wp[j] + k);
+                    Vec wv = simd::load_bf16<Arch>(wp[j] + k);
                     if constexpr (RM > 1) simd::pin<Arch>(wv);
                     for (int i = 0; i < RM; ++i) acc[i * RN + j] = simd::fma<Arch>(xv[i], wv, acc[i * RN + j]);
                 }

@@ -109,25 +109,25 @@ constexpr std::size_t linear_vector_part(std::size_t K) {
 template <class Arch, int RM, int RN, bool First, bool Last, bool PrefetchNext = false>
 HYSTACK_LINEAR_NOINLINE void dot_tile(const float* const* xr, const float* const* wr, std::size_t k0, std::size_t k1,
                                       simd::batch<Arch>* state, float* out, const float* const* next = nullptr) {
-    using B = simd::batch<Arch>;
+    using Vec = simd::batch<Arch>;
     constexpr std::size_t VL = simd::width<Arch>;
     constexpr std::size_t N = std::size_t(RM * RN);
-    B acc[N];
-    for (std::size_t a = 0; a < N; ++a) acc[a] = First ? B(0.0f) : state[a];
+    Vec acc[N];
+    for (std::size_t a = 0; a < N; ++a) acc[a] = First ? Vec(0.0f) : state[a];
     const float* xp[RM];  // x rows [RM, in]
     const float* wp[RN];  // W rows [RN, in]
     for (int i = 0; i < RM; ++i) xp[i] = xr[i];
     for (int j = 0; j < RN; ++j) wp[j] = wr[j];
     for (std::size_t k = k0; k < k1; k += VL) {
         // acc[i][j] += x_i[k..k+VL) * w_j[k..k+VL)
-        B xv[RM];
+        Vec xv[RM];
         // Rows 0 and RN/2 only: each new W row is a new page for the hardware prefetchers, and two
         // hints per step lift the decode stream by 3-5% (paired runs); hinting all RN rows cost 2-3%.
         if constexpr (PrefetchNext)
             for (int j = 0; j < RN; j += RN / 2) simd::prefetch_l2(next[j] + k);
         for (int i = 0; i < RM; ++i) xv[i] = simd::load<Arch>(xp[i] + k);
         for (int j = 0; j < RN; ++j) {
-            B wv = simd::load<Arch>(wp[j] + k);
+            Vec wv = simd::load<Arch>(wp[j] + k);
             if constexpr (RM > 1) simd::pin<Arch>(wv);  // one load of w_j for its RM FMAs
             for (int i = 0; i < RM; ++i) acc[i * RN + j] = simd::fma<Arch>(xv[i], wv, acc[i * RN + j]);
         }
