@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "catch.hpp"
+#include "temp_dir.hpp"
 
 using namespace hystack;
 using namespace hystack::io;
@@ -26,21 +27,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// A fresh directory under the system temp dir, removed at scope exit.
-struct TempDir {
-    fs::path path;
-    TempDir() {
-        static std::atomic<int> counter{0};
-        path = fs::temp_directory_path() / ("hystack_gguf_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-        fs::remove_all(path);
-        fs::create_directories(path);
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-    std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
 
 std::vector<std::byte> read_all(const std::string& path) {
     std::ifstream in(path, std::ios::binary);

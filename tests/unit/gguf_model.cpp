@@ -20,6 +20,8 @@
 #include <unistd.h>
 
 #include "catch.hpp"
+#include "tiny_jamba.hpp"
+#include "temp_dir.hpp"
 
 using namespace hystack;
 namespace fs = std::filesystem;
@@ -29,22 +31,6 @@ namespace {
 const std::string g0_dir = std::string(HYSTACK_TEST_DATA) + "/golden/gguf/";
 std::string g0(const std::string& kind) { return g0_dir + "g0-" + kind + "/model.gguf"; }
 
-// A scratch directory, removed at the end of the test.
-struct TempDir {
-    fs::path path;
-    explicit TempDir(const std::string& tag) {
-        static int counter = 0;
-        path = fs::temp_directory_path() /
-               ("hystack_gguf_model_" + tag + "_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-        fs::remove_all(path);
-        fs::create_directories(path);
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-    std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
 
 std::vector<char> file_bytes(const std::string& path) {
     std::ifstream f(path, std::ios::binary);
@@ -120,43 +106,6 @@ std::map<std::string, DType> types_of(CausalLM& lm) {
     return m;
 }
 
-ModelConfig tiny_config(bool tied) {
-    ModelConfig c;
-    c.vocab_size = 64;
-    c.tie_word_embeddings = tied;
-    auto& s = c.stack;
-    s.d_model = 32;
-    s.num_layers = 8;
-    s.num_attention_heads = 4;
-    s.num_key_value_heads = 2;
-    s.mamba_d_state = 8;
-    s.mamba_d_conv = 4;
-    s.mamba_expand = 2;
-    s.mamba_dt_rank = 4;
-    s.intermediate_size = 48;
-    s.num_experts = 4;
-    s.num_experts_per_tok = 2;
-    s.attn_layer_period = 8;
-    s.attn_layer_offset = 4;
-    return c;
-}
-
-CausalLM tiny_model(bool tied, std::uint64_t seed) {
-    CausalLM lm(tiny_config(tied));
-    randomize_params(lm.params(), seed);
-    lm.on_weights_loaded();
-    return lm;
-}
-
-std::string tiny_config_json(bool tied) {
-    return std::string(R"({"model_type": "jamba", "vocab_size": 64, "intermediate_size": 48,
-        "hidden_size": 32, "num_hidden_layers": 8, "num_attention_heads": 4, "num_key_value_heads": 2,
-        "rms_norm_eps": 1e-6, "num_experts": 4, "num_experts_per_tok": 2, "expert_layer_period": 2,
-        "expert_layer_offset": 1, "attn_layer_period": 8, "attn_layer_offset": 4, "mamba_d_state": 8,
-        "mamba_d_conv": 4, "mamba_expand": 2, "mamba_dt_rank": 4, "mamba_conv_bias": true,
-        "mamba_proj_bias": false, "max_position_embeddings": 256, "tie_word_embeddings": )") +
-           (tied ? "true" : "false") + "}";
-}
 
 // A copy of GGUF file `src` at `dst` through GgufWriter, edited on the way: `meta` may change a
 // metadata value (return nullopt to drop the key), `tensor` may drop a tensor (return false) or change

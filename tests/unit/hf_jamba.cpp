@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "catch.hpp"
+#include "temp_dir.hpp"
 
 using namespace hystack;
 using namespace hystack::io;
@@ -21,20 +22,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct TempDir {
-    fs::path path;
-    TempDir() {
-        static std::atomic<int> counter{0};
-        path = fs::temp_directory_path() / ("hystack_hfj_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-        fs::remove_all(path);
-        fs::create_directories(path);
-    }
-    ~TempDir() {
-        std::error_code ec;
-        fs::remove_all(path, ec);
-    }
-    std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
 
 
 const std::string tiny_dir = std::string(HYSTACK_TEST_DATA) + "/golden/jamba/shared_tiny";

@@ -176,11 +176,17 @@ inline std::vector<std::string> match_params(const Checkpoint& ckpt, const Param
     return problems;
 }
 
-inline void throw_problems(const Checkpoint& ckpt, const std::vector<std::string>& problems, const char* what) {
-    std::string msg = std::string(what) + ": " + ckpt.path() + ": " + std::to_string(problems.size()) +
+/// One hystack::error "what: path: N problems" listing every problem, a line each.
+[[noreturn]] inline void throw_problems(const std::string& path, const std::vector<std::string>& problems,
+                                        const char* what) {
+    std::string msg = std::string(what) + ": " + path + ": " + std::to_string(problems.size()) +
                       (problems.size() == 1 ? " problem" : " problems");
     for (const auto& p : problems) msg += "\n  " + p;
     throw error(msg);
+}
+[[noreturn]] inline void throw_problems(const Checkpoint& ckpt, const std::vector<std::string>& problems,
+                                        const char* what) {
+    throw_problems(ckpt.path(), problems, what);
 }
 
 }  // namespace detail

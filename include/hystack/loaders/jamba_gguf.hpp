@@ -228,12 +228,7 @@ inline CausalLM load_jamba_gguf(const std::string& path, const JambaGgufOptions&
     for (std::size_t k = 0; k < f.tensors().size(); ++k)
         if (!used[k] && !(shape.model.tie_word_embeddings && f.tensors()[k].name == "output.weight"))
             problems.push_back("unused " + f.tensors()[k].name + " " + ne_string(f.tensors()[k].ne));
-    if (!problems.empty()) {
-        std::string msg = "load_jamba_gguf: " + path + ": " + std::to_string(problems.size()) +
-                          (problems.size() == 1 ? " problem" : " problems");
-        for (const auto& p : problems) msg += "\n  " + p;
-        throw error(msg);
-    }
+    if (!problems.empty()) detail::throw_problems(path, problems, "load_jamba_gguf");
 
     LoadOptions lo;
     lo.weights = opt.weights;

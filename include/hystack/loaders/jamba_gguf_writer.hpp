@@ -42,6 +42,7 @@
 #include "../core/weight.hpp"
 #include "../io/gguf_format.hpp"
 #include "../io/gguf_writer.hpp"
+#include "../io/params.hpp"
 #include "../model/causal_lm.hpp"
 #include "../stack/builtin_kinds.hpp"
 #include "jamba_gguf.hpp"
@@ -239,12 +240,7 @@ JambaGgufSaveInfo save_jamba_gguf(const BasicCausalLM<StackT>& model, const std:
     for (const auto& t : plan)
         for (std::size_t e = 0; e < t.parts.size(); ++e)
             if (!t.parts[e]) problems.push_back("tensor " + t.name + ": no parameter for expert " + std::to_string(e));
-    if (!problems.empty()) {
-        std::string msg = who + ": " + std::to_string(problems.size()) +
-                          (problems.size() == 1 ? " problem" : " problems");
-        for (const auto& p : problems) msg += "\n  " + p;
-        throw error(msg);
-    }
+    if (!problems.empty()) detail::throw_problems(path, problems, "save_jamba_gguf");
 
     // the file type: q8_0 if any matrix is, else bf16 if any is, else all f32
     JambaGgufSaveInfo info;
